@@ -1,0 +1,1 @@
+"""Pulumi program of printer-fleet: regional zrok frontends, the control-server host, the inventory."""
