@@ -15,9 +15,9 @@ if str(ROOT) not in sys.path:
 from infra_mocks import EXAMPLE_STACKS, FleetMocks, read_stack_file, run_program  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def example_runs() -> dict[str, tuple[dict[str, Any], FleetMocks]]:
-    """Run each example stack once per module; the tests only read the results."""
+    """Run each example stack once per session; the tests only read the results."""
     return {stack: run_program(stack, read_stack_file(stack)) for stack in EXAMPLE_STACKS}
 
 

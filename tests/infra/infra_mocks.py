@@ -148,10 +148,13 @@ def read_stack_file(stack: str) -> dict[str, str]:
 
 
 def run_program(
-    stack: str, config: dict[str, str], secret_keys: tuple[str, ...] = ()
+    stack: str,
+    config: dict[str, str],
+    secret_keys: tuple[str, ...] = (),
+    mocks: Optional[FleetMocks] = None,
 ) -> tuple[dict[str, Any], FleetMocks]:
     """Run infra/__main__.py under mocks; return the resolved stack outputs and the mocks."""
-    mocks = FleetMocks()
+    mocks = mocks if mocks is not None else FleetMocks()
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_all_config(dict(config), list(secret_keys))
     pulumi.runtime.set_mocks(
