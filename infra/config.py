@@ -434,8 +434,17 @@ def parse_stack_config(
 
     frontends = plan_frontends(region, domain, frontend_count) if region and domain else ()
 
-    if provider == "hcloud":
-        _check_hcloud_label_values(fleet_name, region, frontends, problems)
+    # The live inventory reads each frontend's share domain back from its hcloud labels.
+    long_domains = [plan for plan in frontends if not _fits_hcloud_label(plan.share_domain)]
+    if provider == "hcloud" and long_domains:
+        problems.append(
+            ConfigProblem(
+                "domain",
+                f"the share domain {long_domains[0].share_domain} of frontend {long_domains[0].name} is "
+                "longer than the 63 characters of an hcloud label value",
+                f"pulumi config set {PROJECT}:domain <a shorter name inside the dnsZone>",
+            )
+        )
 
     control_server = None
     if control_server_wanted:
@@ -465,21 +474,9 @@ def parse_stack_config(
     )
 
 
-def _check_hcloud_label_values(
-    fleet_name: str, region: str, frontends: tuple[FrontendPlan, ...], problems: list[ConfigProblem]
-) -> None:
-    """Reject share domains that Hetzner would refuse as label values (63 characters at most)."""
-    for plan in frontends:
-        if len(plan.share_domain) > 63 or not _HCLOUD_LABEL_VALUE.match(plan.share_domain):
-            problems.append(
-                ConfigProblem(
-                    "domain",
-                    f"the share domain {plan.share_domain} of frontend {plan.name} is longer than the "
-                    "63 characters of an hcloud label value",
-                    f"pulumi config set {PROJECT}:domain <a shorter name inside the dnsZone>",
-                )
-            )
-            return
+def _fits_hcloud_label(value: str) -> bool:
+    """Return whether Hetzner accepts `value` as a label value (63 characters at most)."""
+    return len(value) <= 63 and bool(_HCLOUD_LABEL_VALUE.match(value))
 
 
 def _parse_control_server(
@@ -526,12 +523,17 @@ def _parse_control_server(
             port = parsed
 
     domain = (text("controlServerDomain") or f"control.{dns_zone}").lower().rstrip(".")
+    domain_fix = f"pulumi config set {PROJECT}:controlServerDomain control.{dns_zone}"
     if dns_zone and not (_is_dns_name(domain) and _is_within(domain, dns_zone)):
+        problems.append(
+            ConfigProblem("controlServerDomain", f"{domain!r} is not a DNS name inside dnsZone {dns_zone}", domain_fix)
+        )
+    elif provider == "hcloud" and not _fits_hcloud_label(domain):
         problems.append(
             ConfigProblem(
                 "controlServerDomain",
-                f"{domain!r} is not a DNS name inside dnsZone {dns_zone}",
-                f"pulumi config set {PROJECT}:controlServerDomain control.{dns_zone}",
+                f"{domain} is longer than the 63 characters of an hcloud label value",
+                domain_fix,
             )
         )
 

@@ -66,7 +66,15 @@ class ControlServerHost(pulumi.ComponentResource):
                 admin_user=args.admin_user,
                 ssh_public_key=args.ssh_public_key,
             ),
-            labels={"fleet": args.fleet_name, "role": ROLE, "region": args.region},
+            # The live inventories (inventory/live/) rebuild the inventory host vars from these labels.
+            labels={
+                "fleet": args.fleet_name,
+                "role": ROLE,
+                "region": args.region,
+                "domain": args.domain,
+                "port": str(args.port),
+                "admin-user": args.admin_user,
+            },
             dns_zone=args.dns_zone,
             dns_names=(DnsName("dns", args.domain),),
             dns_ttl=args.dns_ttl,

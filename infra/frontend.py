@@ -61,6 +61,7 @@ class ZrokFrontend(pulumi.ComponentResource):
         self.share_domain = args.share_domain
         self.api_endpoint = f"https://{args.api_host}"
 
+        # The live inventories (inventory/live/) rebuild the inventory host vars from these labels.
         labels = {
             "fleet": args.fleet_name,
             "role": ROLE,
@@ -68,6 +69,7 @@ class ZrokFrontend(pulumi.ComponentResource):
             "frontend": name,
             "capacity": str(args.capacity),
             "share-domain": args.share_domain,
+            "admin-user": args.admin_user,
         }
         spec = HostSpec(
             hostname=name,

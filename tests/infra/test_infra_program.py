@@ -334,11 +334,15 @@ def test_hcloud_frontend_server_labels(example_runs):
         "frontend": "eu-central-2",
         "capacity": "150",
         "share-domain": "eu-central-2.eu-central.fleet.example.com",
+        "admin-user": "ansible",
     }
     assert mocks.named("control-1-server").inputs["labels"] == {
         "fleet": "printer-fleet",
         "role": "control-server",
         "region": "eu-central",
+        "domain": "control.fleet.example.com",
+        "port": "8443",
+        "admin-user": "ansible",
     }
 
 
