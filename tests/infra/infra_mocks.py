@@ -6,6 +6,7 @@ import hashlib
 import ipaddress
 import json
 import runpy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -192,3 +193,24 @@ def base_config(**overrides: Any) -> dict[str, str]:
         for key, value in values.items()
         if value is not None
     }
+
+
+def record_examples() -> None:
+    """Rewrite the recorded outputs and the expected inventories from the example stacks."""
+    sys.path.insert(0, str(ROOT))
+    from infra.inventory import StackSource, generate
+
+    sources = []
+    for stack in EXAMPLE_STACKS:
+        exports, _ = run_program(stack, read_stack_file(stack))
+        path = DATA / "outputs" / f"{stack}.json"
+        path.write_text(json.dumps(exports, indent=2) + "\n")
+        sources.append(StackSource(stack, path))
+        print(f"recorded {path.relative_to(ROOT)}")
+
+    for path, changed, _ in generate(sources, output_dir=DATA / "expected"):
+        print(f"{path.relative_to(ROOT)}: {'written' if changed else 'unchanged'}")
+
+
+if __name__ == "__main__":
+    record_examples()
