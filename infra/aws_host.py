@@ -104,7 +104,7 @@ def create_aws_host(parent: pulumi.ComponentResource, name: str, spec: HostSpec)
         name=spec.dns_zone, private_zone=False, opts=pulumi.InvokeOutputOptions(parent=parent)
     )
 
-    # NOTE: Route53 records take no tags; the labels of the fleet stop at the Elastic IP.
+    # NOTE: Route53 records take no tags, so the fleet's tags stop at the Elastic IP.
     # NOTE: the default VPC has no IPv6, so AWS hosts get A records only and export ipv6 as None.
     for dns_name in spec.dns_names:
         aws.route53.Record(

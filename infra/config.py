@@ -68,7 +68,7 @@ _SSH_PUBLIC_KEY = re.compile(
     r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\n]*)?$"
 )
 
-# hcloud server types look like cx23, cpx31, cax11, ccx13; AWS instance types like t3.small.
+# hcloud server types look like cx23, cpx31, cax11 or ccx13, and AWS instance types like t3.small.
 _HCLOUD_SERVER_TYPE = re.compile(r"^[a-z]{2,4}\d{2,3}$")
 _AWS_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 
@@ -90,7 +90,7 @@ class ConfigProblem:
 
 
 class ConfigError(pulumi.RunError):
-    """Invalid stack configuration; raised before any resource exists."""
+    """Invalid stack configuration, raised before any resource exists."""
 
     def __init__(self, stack: str, problems: list[ConfigProblem]):
         self.problems = problems
@@ -161,7 +161,7 @@ def plan_frontends(region: str, domain: str, count: int) -> tuple[FrontendPlan, 
 
     Every frontend gets the share domain `<frontend>.<domain>` and the API name
     `api.<frontend>.<domain>`. A public URL `https://<share>.<frontend>.<domain>` then resolves
-    to the one instance that holds the share, and adding a frontend to a region never changes
+    to the one instance that serves the share, and adding a frontend to a region never changes
     the URLs of the frontends that already exist.
     """
     plans = []
@@ -268,7 +268,7 @@ def parse_stack_config(
 ) -> StackConfig:
     """Validate raw `printer-fleet:<key>` strings and return the stack's configuration.
 
-    Raises ConfigError that lists every problem; nothing is created before this returns.
+    Raises ConfigError that lists every problem. Nothing is created before this returns.
     """
     problems: list[ConfigProblem] = []
 
@@ -554,9 +554,11 @@ def load_stack_config() -> StackConfig:
         raw.setdefault(key, pulumi.runtime.get_config(prefix + key))
     raw = {key: value for key, value in raw.items() if value is not None}
 
+    secret_keys = set(pulumi.runtime.get_config_secret_keys_env())
     plaintext = tuple(
         key
         for key in PROVIDER_CREDENTIAL_KEYS
-        if pulumi.runtime.get_config(key) is not None and not pulumi.runtime.is_config_secret(key)
+        if pulumi.runtime.get_config(key) is not None
+        and not (pulumi.runtime.is_config_secret(key) or key in secret_keys)
     )
     return parse_stack_config(pulumi.get_stack(), raw, plaintext)

@@ -36,7 +36,7 @@ class IngressRule:
 
 @dataclass(frozen=True)
 class DnsName:
-    """A name that must resolve to the host; `role` names the Pulumi resources of its records."""
+    """A name that must resolve to the host. `role` goes into the Pulumi names of its records."""
 
     role: str
     fqdn: str
@@ -60,7 +60,7 @@ class HostSpec:
 
 @dataclass
 class HostOutputs:
-    """Addresses of a created host; ipv6 is None where the provider gives the host none."""
+    """Addresses of a created host, with ipv6 None where the provider gives the host no IPv6."""
 
     server_id: pulumi.Output[str]
     ipv4: pulumi.Output[str]

@@ -30,14 +30,14 @@ from infra.cloud_init import template_environment
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT_DIR = ROOT / "inventory" / "generated"
 
-# What `pulumi stack output --json` prints in place of a secret value without --show-secrets.
+# The text `pulumi stack output --json` prints in place of a secret value without --show-secrets.
 SECRET_PLACEHOLDER = "[secret]"
 
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class InventoryError(Exception):
-    """Stack outputs that cannot become an inventory; the message names the stack and field."""
+    """Stack outputs that cannot become an inventory. The message names the stack and field."""
 
 
 class _Host(BaseModel):
@@ -54,7 +54,7 @@ class _Host(BaseModel):
     @classmethod
     def _check_ipv4(cls, value: str) -> str:
         if value == SECRET_PLACEHOLDER:
-            raise ValueError("is a Pulumi secret placeholder; the stack must export it in plain text")
+            raise ValueError("is a Pulumi secret placeholder, but the inventory needs the address in plain text")
         if ipaddress.ip_address(value).version != 4:
             raise ValueError(f"{value} is not an IPv4 address")
         return value
@@ -84,7 +84,7 @@ class ControlServerOutput(_Host):
 
 
 class StackOutputs(BaseModel):
-    """The stack outputs the inventory needs; other outputs are ignored."""
+    """The stack outputs that the inventory needs. Other outputs are ignored."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -95,7 +95,7 @@ class StackOutputs(BaseModel):
 
 @dataclass(frozen=True)
 class StackSource:
-    """Where one stack's outputs come from: a saved JSON file, or the pulumi CLI when path is None."""
+    """Source of one stack's outputs: a saved JSON file, or the pulumi CLI when path is None."""
 
     stack: str
     path: Optional[Path] = None
@@ -110,7 +110,7 @@ def natural_key(name: str) -> list[Any]:
 
 
 def parse_outputs(data: Any, source: str) -> StackOutputs:
-    """Validate raw stack outputs; raise InventoryError naming the source and each bad field."""
+    """Validate raw stack outputs, raising InventoryError that names the source and each bad field."""
     if not isinstance(data, dict):
         raise InventoryError(f"{source}: expected a JSON object of stack outputs, got {type(data).__name__}")
     try:
@@ -148,7 +148,7 @@ def read_stack_outputs(source: StackSource, project_dir: Path = ROOT) -> Any:
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         raise InventoryError(
-            f"stack {source.stack}: the pulumi CLI is not installed; save the outputs where it is "
+            f"stack {source.stack}: the pulumi CLI is not installed. Save the outputs where it is "
             f"(pulumi stack output --json --stack {source.stack} > {source.stack}.json) and pass "
             f"--outputs {source.stack}.json"
         )
@@ -210,8 +210,8 @@ def generate(
             owner = owners.setdefault(frontend.name, source.stack)
             if owner != source.stack:
                 raise InventoryError(
-                    f"frontend {frontend.name} occurs in stack {owner} and stack {source.stack}; "
-                    "frontend names must be unique across the fleet, so give the stacks different "
+                    f"frontend {frontend.name} occurs in stack {owner} and stack {source.stack}, but "
+                    "frontend names must be unique across the fleet. Give the stacks different "
                     "printer-fleet:region values"
                 )
 
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[STACK=]FILE",
-        help="JSON saved from `pulumi stack output --json`; the stack name is the file name without .json",
+        help="JSON saved from `pulumi stack output --json`. The stack name is the file name without .json",
     )
     parser.add_argument(
         "--stack",
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="write nothing; exit with status 1 when a file is missing or differs from its stack outputs",
+        help="write nothing, and exit with status 1 when a file is missing or differs from its stack outputs",
     )
     return parser
 

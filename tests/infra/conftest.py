@@ -17,7 +17,7 @@ from infra_mocks import EXAMPLE_STACKS, FleetMocks, read_stack_file, run_program
 
 @pytest.fixture(scope="session")
 def example_runs() -> dict[str, tuple[dict[str, Any], FleetMocks]]:
-    """Run each example stack once per session; the tests only read the results."""
+    """Run each example stack once per session, because the tests only read the results."""
     return {stack: run_program(stack, read_stack_file(stack)) for stack in EXAMPLE_STACKS}
 
 

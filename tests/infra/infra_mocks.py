@@ -1,4 +1,4 @@
-"""Pulumi mocks that answer like Hetzner Cloud and AWS, and helpers that run the program under them."""
+"""Pulumi mocks that behave like Hetzner Cloud and AWS, and helpers that run the program under them."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ DATA = Path(__file__).resolve().parent / "data"
 
 EXAMPLE_STACKS = ("eu-central", "us-east", "ap-southeast")
 
-# Suffixes of child resource names; the rest of the name is the host the address belongs to.
+# Suffixes of child resource names. The rest of the name is the host that the address belongs to.
 _HOST_SUFFIXES = ("-server", "-ipv4", "-ipv6", "-instance", "-eip")
 
 
@@ -89,7 +89,7 @@ class RecordingMonitor(MockMonitor):
 
 
 class FleetMocks(pulumi.runtime.Mocks):
-    """Answer resource registrations and data-source calls as the providers would, deterministically."""
+    """Return provider-like outputs for resource registrations and data-source calls, deterministically."""
 
     def __init__(self) -> None:
         self.resources: list[RecordedResource] = []
@@ -154,7 +154,7 @@ def run_program(
     secret_keys: tuple[str, ...] = (),
     mocks: Optional[FleetMocks] = None,
 ) -> tuple[dict[str, Any], FleetMocks]:
-    """Run infra/__main__.py under mocks; return the resolved stack outputs and the mocks."""
+    """Run infra/__main__.py under mocks and return the resolved stack outputs and the mocks."""
     mocks = mocks if mocks is not None else FleetMocks()
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_all_config(dict(config), list(secret_keys))
@@ -175,7 +175,7 @@ def run_program(
 
 
 def base_config(**overrides: Any) -> dict[str, str]:
-    """Return a valid hcloud stack config; overrides use the config key names (None removes a key)."""
+    """Return a valid hcloud stack config. Overrides use the config key names, and None removes a key."""
     values: dict[str, Any] = {
         "provider": "hcloud",
         "region": "eu-central",

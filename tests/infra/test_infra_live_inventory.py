@@ -1,7 +1,7 @@
 """The live inventories find the hosts the program creates, by label and tag, with the generated host vars.
 
 hetzner.hcloud.hcloud reads a stand-in Hetzner API on 127.0.0.1 that serves the servers the program
-registered under mocks; amazon.aws.aws_ec2 reads instances that moto's in-process EC2 holds.
+registered under mocks, and amazon.aws.aws_ec2 reads instances that moto's in-process EC2 holds.
 """
 
 from __future__ import annotations

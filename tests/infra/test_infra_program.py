@@ -80,12 +80,6 @@ def aws_rules(security_group) -> list[tuple[str, int, int, list[str], list[str]]
     )
 
 
-def frontend_of(exports, name):
-    matches = [frontend for frontend in exports["frontends"] if frontend["name"] == name]
-    assert len(matches) == 1
-    return matches[0]
-
-
 def children_of(mocks: FleetMocks, component_name: str, component_type: str):
     component = [r for r in mocks.resources if r.name == component_name and r.typ == component_type]
     assert len(component) == 1
