@@ -36,7 +36,13 @@ class AdminSshKey(pulumi.ComponentResource):
         elif provider == "hcloud":
             import pulumi_hcloud as hcloud
 
-            key = hcloud.SshKey(f"{name}-key", name=name, public_key=public_key, labels=labels, opts=child)
+            key = hcloud.SshKey(
+                f"{name}-key",
+                name=name,
+                public_key=public_key,
+                labels=labels,
+                opts=child,
+            )
             self.reference = key.id
         else:
             import pulumi_aws as aws

@@ -37,7 +37,9 @@ def _ingress_rules(spec: HostSpec) -> list[aws.ec2.SecurityGroupIngressArgs]:
     ]
 
 
-def create_aws_host(parent: pulumi.ComponentResource, name: str, spec: HostSpec) -> HostOutputs:
+def create_aws_host(
+    parent: pulumi.ComponentResource, name: str, spec: HostSpec
+) -> HostOutputs:
     child = pulumi.ResourceOptions(parent=parent)
     tags = {"Name": spec.hostname, **spec.labels}
     region = spec.location
@@ -66,8 +68,13 @@ def create_aws_host(parent: pulumi.ComponentResource, name: str, spec: HostSpec)
         owners=[DEBIAN_AMI_OWNER],
         most_recent=True,
         filters=[
-            aws.ec2.GetAmiFilterArgs(name="name", values=[f"debian-12-{architecture}-*"]),
-            aws.ec2.GetAmiFilterArgs(name="architecture", values=["arm64" if architecture == "arm64" else "x86_64"]),
+            aws.ec2.GetAmiFilterArgs(
+                name="name", values=[f"debian-12-{architecture}-*"]
+            ),
+            aws.ec2.GetAmiFilterArgs(
+                name="architecture",
+                values=["arm64" if architecture == "arm64" else "x86_64"],
+            ),
         ],
         region=region,
         opts=pulumi.InvokeOutputOptions(parent=parent),
@@ -81,7 +88,9 @@ def create_aws_host(parent: pulumi.ComponentResource, name: str, spec: HostSpec)
         key_name=spec.ssh_key,
         vpc_security_group_ids=[security_group.id],
         user_data=spec.user_data,
-        metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_tokens="required", http_endpoint="enabled"),
+        metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+            http_tokens="required", http_endpoint="enabled"
+        ),
         root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
             volume_size=ROOT_VOLUME_GIB, volume_type="gp3", encrypted=True
         ),
@@ -101,7 +110,9 @@ def create_aws_host(parent: pulumi.ComponentResource, name: str, spec: HostSpec)
     )
 
     zone = aws.route53.get_zone_output(
-        name=spec.dns_zone, private_zone=False, opts=pulumi.InvokeOutputOptions(parent=parent)
+        name=spec.dns_zone,
+        private_zone=False,
+        opts=pulumi.InvokeOutputOptions(parent=parent),
     )
 
     # NOTE: Route53 records take no tags, so the fleet's tags stop at the Elastic IP.
@@ -117,4 +128,8 @@ def create_aws_host(parent: pulumi.ComponentResource, name: str, spec: HostSpec)
             opts=child,
         )
 
-    return HostOutputs(server_id=instance.id, ipv4=elastic_ip.public_ip, ipv6=pulumi.Output.from_input(None))
+    return HostOutputs(
+        server_id=instance.id,
+        ipv4=elastic_ip.public_ip,
+        ipv6=pulumi.Output.from_input(None),
+    )

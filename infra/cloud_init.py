@@ -16,7 +16,11 @@ ANSIBLE_PACKAGES = ("python3", "python3-apt", "sudo", "ca-certificates")
 
 def yaml_scalar(value: object) -> str:
     """Render one value as a YAML flow scalar, quoted when YAML needs quotes."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000)
+        .removesuffix("\n...\n")
+        .strip()
+    )
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -51,7 +51,12 @@ KNOWN_KEYS = (
 )
 
 # Provider credentials that must be stored encrypted when they are stored in the stack at all.
-PROVIDER_CREDENTIAL_KEYS = ("hcloud:token", "aws:secretKey", "aws:accessKey", "aws:token")
+PROVIDER_CREDENTIAL_KEYS = (
+    "hcloud:token",
+    "aws:secretKey",
+    "aws:accessKey",
+    "aws:token",
+)
 
 # A DNS label as hostnames use it: letters, digits and inner hyphens, at most 63 characters.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -94,7 +99,9 @@ class ConfigError(pulumi.RunError):
 
     def __init__(self, stack: str, problems: list[ConfigProblem]):
         self.problems = problems
-        lines = [f"invalid configuration of stack '{stack}' ({len(problems)} problem(s)):"]
+        lines = [
+            f"invalid configuration of stack '{stack}' ({len(problems)} problem(s)):"
+        ]
         lines += [f"  - {problem.render()}" for problem in problems]
         super().__init__("\n".join(lines))
 
@@ -182,34 +189,185 @@ def _is_dns_name(name: str) -> bool:
     return all(_DNS_LABEL.match(label) for label in name.split("."))
 
 
-def _parse_int(raw: str, key: str, problems: list[ConfigProblem], example: str) -> Optional[int]:
-    try:
-        return int(raw)
-    except ValueError:
-        problems.append(ConfigProblem(key, f"must be a whole number, got {raw!r}", example))
-        return None
+class _ConfigReader:
+    """Raw `printer-fleet:<key>` strings and the problems found in them so far."""
 
+    def __init__(self, raw: Mapping[str, Optional[str]]):
+        self.raw = raw
+        self.problems: list[ConfigProblem] = []
 
-def _parse_bool(raw: str, key: str, problems: list[ConfigProblem]) -> bool:
-    value = raw.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no", ""):
+    def add(self, key: str, message: str, fix: str) -> None:
+        self.problems.append(ConfigProblem(key, message, fix))
+
+    def text(self, key: str) -> Optional[str]:
+        value = self.raw.get(key)
+        return value.strip() if isinstance(value, str) and value.strip() != "" else None
+
+    def require(self, key: str, example: str) -> str:
+        value = self.text(key)
+        if value is None:
+            self.add(key, "is missing", f"pulumi config set {PROJECT}:{key} {example}")
+            return ""
+        return value
+
+    def integer(self, key: str, default: int) -> Optional[int]:
+        """Return the key as a whole number, `default` when unset, or None after recording a problem."""
+        value = self.text(key)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            self.add(
+                key,
+                f"must be a whole number, got {value!r}",
+                f"pulumi config set {PROJECT}:{key} {default}",
+            )
+            return None
+
+    def boolean(self, key: str) -> bool:
+        value = (self.text(key) or "false").lower()
+        if value in ("true", "1", "yes"):
+            return True
+        if value not in ("false", "0", "no"):
+            self.add(
+                key,
+                f"must be true or false, got {value!r}",
+                f"pulumi config set {PROJECT}:{key} true",
+            )
         return False
-    problems.append(
-        ConfigProblem(key, f"must be true or false, got {raw!r}", f"pulumi config set {PROJECT}:{key} true")
+
+
+def _read_placement(reader: _ConfigReader) -> tuple[str, str, str, str, str]:
+    """Read fleetName, provider, region, location and serverType."""
+    name_rule = (
+        "must be lowercase letters, digits and inner hyphens, at most 32 characters"
     )
-    return False
+
+    fleet_name = reader.text("fleetName") or PROJECT
+    if not _NAME.match(fleet_name):
+        reader.add(
+            "fleetName",
+            f"{fleet_name!r} {name_rule}",
+            f"pulumi config set {PROJECT}:fleetName {PROJECT}",
+        )
+
+    provider = reader.require("provider", "hcloud")
+    if provider and provider not in PROVIDERS:
+        reader.add(
+            "provider",
+            f"unknown provider {provider!r}, expected one of {', '.join(PROVIDERS)}",
+            f"pulumi config set {PROJECT}:provider hcloud",
+        )
+        provider = ""
+
+    region = reader.require("region", "eu-central")
+    if region and not _NAME.match(region):
+        reader.add(
+            "region",
+            f"{region!r} {name_rule}",
+            f"pulumi config set {PROJECT}:region eu-central",
+        )
+
+    location = reader.require("location", "fsn1")
+    if location and provider and location not in LOCATIONS_BY_PROVIDER[provider]:
+        known = sorted(LOCATIONS_BY_PROVIDER[provider])
+        reader.add(
+            "location",
+            f"unknown {provider} location {location!r}, expected one of {', '.join(known)}",
+            f"pulumi config set {PROJECT}:location {known[0]}",
+        )
+
+    example = "t3.small" if provider == "aws" else "cx23"
+    server_type = reader.require("serverType", example)
+    if server_type and provider and not _is_server_type(provider, server_type):
+        reader.add(
+            "serverType",
+            f"{server_type!r} is not a {provider} server type",
+            f"pulumi config set {PROJECT}:serverType {example}",
+        )
+
+    return fleet_name, provider, region, location, server_type
 
 
-def _parse_admin_cidrs(raw: Optional[str], problems: list[ConfigProblem]) -> tuple[str, ...]:
-    """Parse `adminCidrs` and reject any list that would open SSH to everyone."""
+def _is_server_type(provider: str, server_type: str) -> bool:
+    pattern = _AWS_INSTANCE_TYPE if provider == "aws" else _HCLOUD_SERVER_TYPE
+    return bool(pattern.match(server_type))
+
+
+def _read_sizes(reader: _ConfigReader, control_server_wanted: bool) -> tuple[int, int]:
+    """Read capacity and frontendCount."""
+    capacity = reader.integer("capacity", DEFAULT_CAPACITY)
+    if capacity is not None and capacity < 1:
+        reader.add(
+            "capacity",
+            f"must be at least 1, got {capacity}",
+            f"pulumi config set {PROJECT}:capacity {DEFAULT_CAPACITY}",
+        )
+
+    count_fix = f"pulumi config set {PROJECT}:frontendCount 1"
+    frontend_count = reader.integer("frontendCount", 1)
+    if frontend_count is not None and frontend_count < 0:
+        reader.add(
+            "frontendCount", f"must not be negative, got {frontend_count}", count_fix
+        )
+    elif frontend_count == 0 and not control_server_wanted:
+        reader.add(
+            "frontendCount",
+            "is 0 and controlServer is false, so the stack would be empty",
+            count_fix,
+        )
+
+    return capacity or DEFAULT_CAPACITY, max(frontend_count or 0, 0)
+
+
+def _read_dns(reader: _ConfigReader, region: str) -> tuple[str, str, int]:
+    """Read dnsZone, domain and dnsTtl."""
+    dns_zone = reader.require("dnsZone", "fleet.example.com").lower().rstrip(".")
+    if dns_zone and not _is_dns_name(dns_zone):
+        reader.add(
+            "dnsZone",
+            f"{dns_zone!r} is not a DNS zone name",
+            f"pulumi config set {PROJECT}:dnsZone fleet.example.com",
+        )
+
+    domain = (
+        reader.require("domain", "eu-central.fleet.example.com").lower().rstrip(".")
+    )
+    if domain and not _is_dns_name(domain):
+        reader.add(
+            "domain",
+            f"{domain!r} is not a DNS name",
+            f"pulumi config set {PROJECT}:domain eu-central.fleet.example.com",
+        )
+    elif domain and dns_zone and not _is_within(domain, dns_zone):
+        reader.add(
+            "domain",
+            f"{domain} is outside dnsZone {dns_zone}, so its records could not be created",
+            f"pulumi config set {PROJECT}:domain {region or 'eu-central'}.{dns_zone} "
+            f"(or set {PROJECT}:dnsZone to a zone that contains {domain})",
+        )
+
+    dns_ttl = reader.integer("dnsTtl", DEFAULT_DNS_TTL)
+    if dns_ttl is not None and not 60 <= dns_ttl <= 86400:
+        reader.add(
+            "dnsTtl",
+            f"must be between 60 and 86400 seconds, got {dns_ttl}",
+            f"pulumi config set {PROJECT}:dnsTtl {DEFAULT_DNS_TTL}",
+        )
+
+    return dns_zone, domain, dns_ttl or DEFAULT_DNS_TTL
+
+
+def _read_admin_cidrs(reader: _ConfigReader) -> tuple[str, ...]:
+    """Read `adminCidrs` and reject any list that would open SSH to everyone."""
     fix = (
         f"pulumi config set --path '{PROJECT}:adminCidrs[0]' 198.51.100.7/32 "
         "(the public address of your office or VPN, never 0.0.0.0/0 or ::/0)"
     )
-    if raw is None or raw.strip() == "":
-        problems.append(ConfigProblem("adminCidrs", "is missing, so nobody could reach SSH", fix))
+    raw = reader.text("adminCidrs")
+    if raw is None:
+        reader.add("adminCidrs", "is missing, so nobody could reach SSH", fix)
         return ()
 
     try:
@@ -219,7 +377,7 @@ def _parse_admin_cidrs(raw: Optional[str], problems: list[ConfigProblem]) -> tup
     if isinstance(values, str):
         values = [values]
     if not isinstance(values, list) or not values:
-        problems.append(ConfigProblem("adminCidrs", f"must be a non-empty list of CIDRs, got {raw!r}", fix))
+        reader.add("adminCidrs", f"must be a non-empty list of CIDRs, got {raw!r}", fix)
         return ()
 
     networks = []
@@ -227,38 +385,112 @@ def _parse_admin_cidrs(raw: Optional[str], problems: list[ConfigProblem]) -> tup
         try:
             network = ipaddress.ip_network(str(value), strict=True)
         except ValueError as error:
-            problems.append(ConfigProblem("adminCidrs", f"{value!r} is not a valid CIDR ({error})", fix))
+            reader.add("adminCidrs", f"{value!r} is not a valid CIDR ({error})", fix)
             continue
         if network.prefixlen == 0:
-            problems.append(ConfigProblem("adminCidrs", f"{value} opens SSH to everyone", fix))
+            reader.add("adminCidrs", f"{value} opens SSH to everyone", fix)
             continue
         networks.append(network)
 
     # Several wide networks can cover a whole address family between them (0.0.0.0/1 + 128.0.0.0/1).
-    for version, everyone in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):
+    for version, everyone in (
+        (4, ipaddress.ip_network("0.0.0.0/0")),
+        (6, ipaddress.ip_network("::/0")),
+    ):
         family = [network for network in networks if network.version == version]
         if everyone in list(ipaddress.collapse_addresses(family)):
-            problems.append(
-                ConfigProblem("adminCidrs", f"together the IPv{version} entries open SSH to everyone", fix)
+            reader.add(
+                "adminCidrs",
+                f"together the IPv{version} entries open SSH to everyone",
+                fix,
             )
 
     return tuple(str(network) for network in networks)
 
 
-def _check_ssh_public_key(raw: Optional[str], problems: list[ConfigProblem]) -> str:
-    fix = f"pulumi config set {PROJECT}:sshPublicKey \"$(cat ~/.ssh/id_ed25519.pub)\""
-    if raw is None or raw.strip() == "":
-        problems.append(ConfigProblem("sshPublicKey", "is missing", fix))
-        return ""
-    key = raw.strip()
-    if "PRIVATE KEY" in key:
-        # The value never reaches the message: it is a private key.
-        problems.append(ConfigProblem("sshPublicKey", "contains a private key, not a public key", fix))
-        return ""
-    if not _SSH_PUBLIC_KEY.match(key):
-        problems.append(ConfigProblem("sshPublicKey", "is not a single OpenSSH public key line", fix))
-        return ""
-    return key
+def _read_login(reader: _ConfigReader) -> tuple[str, str]:
+    """Read sshPublicKey and adminUser."""
+    key_fix = f'pulumi config set {PROJECT}:sshPublicKey "$(cat ~/.ssh/id_ed25519.pub)"'
+    ssh_public_key = reader.text("sshPublicKey") or ""
+    if not ssh_public_key:
+        reader.add("sshPublicKey", "is missing", key_fix)
+    elif "PRIVATE KEY" in ssh_public_key:
+        # The value never reaches the message because it is a private key.
+        reader.add("sshPublicKey", "contains a private key, not a public key", key_fix)
+        ssh_public_key = ""
+    elif not _SSH_PUBLIC_KEY.match(ssh_public_key):
+        reader.add("sshPublicKey", "is not a single OpenSSH public key line", key_fix)
+        ssh_public_key = ""
+
+    admin_user = reader.text("adminUser") or DEFAULT_ADMIN_USER
+    if not _USER_NAME.match(admin_user) or admin_user == "root":
+        reader.add(
+            "adminUser",
+            f"{admin_user!r} must be a login name other than root (lowercase, at most 32 characters)",
+            f"pulumi config set {PROJECT}:adminUser {DEFAULT_ADMIN_USER}",
+        )
+
+    return ssh_public_key, admin_user
+
+
+def _fits_hcloud_label(value: str) -> bool:
+    """Return whether Hetzner accepts `value` as a label value (63 characters at most)."""
+    return len(value) <= 63 and bool(_HCLOUD_LABEL_VALUE.match(value))
+
+
+def _read_control_server(
+    reader: _ConfigReader, provider: str, server_type: str, dns_zone: str
+) -> ControlServerPlan:
+    """Read the controlServer* keys of the stack that holds the control server."""
+    name = reader.text("controlServerName") or DEFAULT_CONTROL_SERVER_NAME
+    if not _NAME.match(name):
+        reader.add(
+            "controlServerName",
+            f"{name!r} must be lowercase letters, digits and inner hyphens",
+            f"pulumi config set {PROJECT}:controlServerName {DEFAULT_CONTROL_SERVER_NAME}",
+        )
+
+    control_type = reader.text("controlServerType") or server_type
+    if control_type and provider and not _is_server_type(provider, control_type):
+        reader.add(
+            "controlServerType",
+            f"{control_type!r} is not a {provider} server type",
+            f"pulumi config rm {PROJECT}:controlServerType (to use serverType)",
+        )
+
+    port = reader.integer("controlServerPort", DEFAULT_CONTROL_SERVER_PORT)
+    if port is not None and (not 1 <= port <= 65535 or port in (22, 80)):
+        reader.add(
+            "controlServerPort",
+            f"must be a TCP port other than 22 and 80, got {port}",
+            f"pulumi config set {PROJECT}:controlServerPort {DEFAULT_CONTROL_SERVER_PORT}",
+        )
+
+    domain = (
+        (reader.text("controlServerDomain") or f"control.{dns_zone}")
+        .lower()
+        .rstrip(".")
+    )
+    domain_fix = f"pulumi config set {PROJECT}:controlServerDomain control.{dns_zone}"
+    if dns_zone and not (_is_dns_name(domain) and _is_within(domain, dns_zone)):
+        reader.add(
+            "controlServerDomain",
+            f"{domain!r} is not a DNS name inside dnsZone {dns_zone}",
+            domain_fix,
+        )
+    elif provider == "hcloud" and not _fits_hcloud_label(domain):
+        reader.add(
+            "controlServerDomain",
+            f"{domain} is longer than the 63 characters of an hcloud label value",
+            domain_fix,
+        )
+
+    return ControlServerPlan(
+        name=name,
+        server_type=control_type,
+        port=port or DEFAULT_CONTROL_SERVER_PORT,
+        domain=domain,
+    )
 
 
 def parse_stack_config(
@@ -270,188 +502,51 @@ def parse_stack_config(
 
     Raises ConfigError that lists every problem. Nothing is created before this returns.
     """
-    problems: list[ConfigProblem] = []
-
-    def text(key: str) -> Optional[str]:
-        value = raw.get(key)
-        return value.strip() if isinstance(value, str) and value.strip() != "" else None
-
-    def require(key: str, example: str) -> str:
-        value = text(key)
-        if value is None:
-            problems.append(ConfigProblem(key, "is missing", f"pulumi config set {PROJECT}:{key} {example}"))
-            return ""
-        return value
+    reader = _ConfigReader(raw)
 
     for key in raw:
         if key not in KNOWN_KEYS:
-            problems.append(
-                ConfigProblem(key, "is not a key this program reads", f"pulumi config rm {PROJECT}:{key}")
-            )
-
-    for key in plaintext_credentials:
-        problems.append(
-            ConfigProblem(
+            reader.add(
                 key,
-                "is stored in plain text in the stack file",
-                f"pulumi config set --secret {key} <value> (or export it in the environment instead)",
+                "is not a key this program reads",
+                f"pulumi config rm {PROJECT}:{key}",
             )
+    for key in plaintext_credentials:
+        reader.add(
+            key,
+            "is stored in plain text in the stack file",
+            f"pulumi config set --secret {key} <value> (or export it in the environment instead)",
         )
 
-    fleet_name = text("fleetName") or PROJECT
-    if not _NAME.match(fleet_name):
-        problems.append(
-            ConfigProblem(
-                "fleetName",
-                f"{fleet_name!r} must be lowercase letters, digits and inner hyphens, at most 32 characters",
-                f"pulumi config set {PROJECT}:fleetName printer-fleet",
-            )
-        )
+    fleet_name, provider, region, location, server_type = _read_placement(reader)
+    control_server_wanted = reader.boolean("controlServer")
+    capacity, frontend_count = _read_sizes(reader, control_server_wanted)
+    dns_zone, domain, dns_ttl = _read_dns(reader, region)
+    admin_cidrs = _read_admin_cidrs(reader)
+    ssh_public_key, admin_user = _read_login(reader)
 
-    provider = require("provider", "hcloud")
-    if provider and provider not in PROVIDERS:
-        problems.append(
-            ConfigProblem(
-                "provider",
-                f"unknown provider {provider!r}, expected one of {', '.join(PROVIDERS)}",
-                f"pulumi config set {PROJECT}:provider hcloud",
-            )
-        )
-        provider = ""
-
-    region = require("region", "eu-central")
-    if region and not _NAME.match(region):
-        problems.append(
-            ConfigProblem(
-                "region",
-                f"{region!r} must be lowercase letters, digits and inner hyphens, at most 32 characters",
-                f"pulumi config set {PROJECT}:region eu-central",
-            )
-        )
-
-    location = require("location", "fsn1")
-    if location and provider:
-        known = LOCATIONS_BY_PROVIDER[provider]
-        if location not in known:
-            problems.append(
-                ConfigProblem(
-                    "location",
-                    f"unknown {provider} location {location!r}, expected one of {', '.join(sorted(known))}",
-                    f"pulumi config set {PROJECT}:location {sorted(known)[0]}",
-                )
-            )
-
-    server_type = require("serverType", "cx23" if provider != "aws" else "t3.small")
-    server_type_pattern = _AWS_INSTANCE_TYPE if provider == "aws" else _HCLOUD_SERVER_TYPE
-    if server_type and provider and not server_type_pattern.match(server_type):
-        example = "t3.small" if provider == "aws" else "cx23"
-        problems.append(
-            ConfigProblem(
-                "serverType",
-                f"{server_type!r} is not a {provider} server type",
-                f"pulumi config set {PROJECT}:serverType {example}",
-            )
-        )
-
-    capacity = DEFAULT_CAPACITY
-    capacity_fix = f"pulumi config set {PROJECT}:capacity {DEFAULT_CAPACITY}"
-    if text("capacity") is not None:
-        parsed = _parse_int(text("capacity"), "capacity", problems, capacity_fix)
-        if parsed is not None and parsed < 1:
-            problems.append(ConfigProblem("capacity", f"must be at least 1, got {parsed}", capacity_fix))
-        elif parsed is not None:
-            capacity = parsed
-
-    control_server_wanted = _parse_bool(text("controlServer") or "false", "controlServer", problems)
-
-    frontend_count = 1
-    count_fix = f"pulumi config set {PROJECT}:frontendCount 1"
-    if text("frontendCount") is not None:
-        parsed = _parse_int(text("frontendCount"), "frontendCount", problems, count_fix)
-        if parsed is not None and parsed < 0:
-            problems.append(ConfigProblem("frontendCount", f"must not be negative, got {parsed}", count_fix))
-        elif parsed == 0 and not control_server_wanted:
-            problems.append(
-                ConfigProblem(
-                    "frontendCount",
-                    "is 0 and controlServer is false, so the stack would be empty",
-                    count_fix,
-                )
-            )
-        elif parsed is not None:
-            frontend_count = parsed
-
-    dns_zone = require("dnsZone", "fleet.example.com").lower().rstrip(".")
-    if dns_zone and not _is_dns_name(dns_zone):
-        problems.append(
-            ConfigProblem(
-                "dnsZone",
-                f"{dns_zone!r} is not a DNS zone name",
-                f"pulumi config set {PROJECT}:dnsZone fleet.example.com",
-            )
-        )
-
-    domain = require("domain", "eu-central.fleet.example.com").lower().rstrip(".")
-    if domain and not _is_dns_name(domain):
-        problems.append(
-            ConfigProblem(
-                "domain",
-                f"{domain!r} is not a DNS name",
-                f"pulumi config set {PROJECT}:domain eu-central.fleet.example.com",
-            )
-        )
-    elif domain and dns_zone and not _is_within(domain, dns_zone):
-        problems.append(
-            ConfigProblem(
-                "domain",
-                f"{domain} is outside dnsZone {dns_zone}, so its records could not be created",
-                f"pulumi config set {PROJECT}:domain {region or 'eu-central'}.{dns_zone} "
-                f"(or set {PROJECT}:dnsZone to a zone that contains {domain})",
-            )
-        )
-
-    admin_cidrs = _parse_admin_cidrs(raw.get("adminCidrs"), problems)
-    ssh_public_key = _check_ssh_public_key(raw.get("sshPublicKey"), problems)
-
-    admin_user = text("adminUser") or DEFAULT_ADMIN_USER
-    if not _USER_NAME.match(admin_user) or admin_user == "root":
-        problems.append(
-            ConfigProblem(
-                "adminUser",
-                f"{admin_user!r} must be a login name other than root (lowercase, at most 32 characters)",
-                f"pulumi config set {PROJECT}:adminUser {DEFAULT_ADMIN_USER}",
-            )
-        )
-
-    dns_ttl = DEFAULT_DNS_TTL
-    ttl_fix = f"pulumi config set {PROJECT}:dnsTtl {DEFAULT_DNS_TTL}"
-    if text("dnsTtl") is not None:
-        parsed = _parse_int(text("dnsTtl"), "dnsTtl", problems, ttl_fix)
-        if parsed is not None and not 60 <= parsed <= 86400:
-            problems.append(ConfigProblem("dnsTtl", f"must be between 60 and 86400 seconds, got {parsed}", ttl_fix))
-        elif parsed is not None:
-            dns_ttl = parsed
-
-    frontends = plan_frontends(region, domain, frontend_count) if region and domain else ()
+    frontends = (
+        plan_frontends(region, domain, frontend_count) if region and domain else ()
+    )
 
     # The live inventory reads each frontend's share domain back from its hcloud labels.
-    long_domains = [plan for plan in frontends if not _fits_hcloud_label(plan.share_domain)]
+    long_domains = [
+        plan for plan in frontends if not _fits_hcloud_label(plan.share_domain)
+    ]
     if provider == "hcloud" and long_domains:
-        problems.append(
-            ConfigProblem(
-                "domain",
-                f"the share domain {long_domains[0].share_domain} of frontend {long_domains[0].name} is "
-                "longer than the 63 characters of an hcloud label value",
-                f"pulumi config set {PROJECT}:domain <a shorter name inside the dnsZone>",
-            )
+        reader.add(
+            "domain",
+            f"the share domain {long_domains[0].share_domain} of frontend {long_domains[0].name} is "
+            "longer than the 63 characters of an hcloud label value",
+            f"pulumi config set {PROJECT}:domain <a shorter name inside the dnsZone>",
         )
 
     control_server = None
     if control_server_wanted:
-        control_server = _parse_control_server(text, server_type, dns_zone, provider, problems)
+        control_server = _read_control_server(reader, provider, server_type, dns_zone)
 
-    if problems:
-        raise ConfigError(stack, problems)
+    if reader.problems:
+        raise ConfigError(stack, reader.problems)
 
     return StackConfig(
         stack=stack,
@@ -465,79 +560,13 @@ def parse_stack_config(
         dns_zone=dns_zone,
         admin_cidrs=admin_cidrs,
         ssh_public_key=ssh_public_key,
-        ssh_key_name=text("sshKeyName"),
+        ssh_key_name=reader.text("sshKeyName"),
         admin_user=admin_user,
         fleet_name=fleet_name,
         dns_ttl=dns_ttl,
         control_server=control_server,
         frontends=frontends,
     )
-
-
-def _fits_hcloud_label(value: str) -> bool:
-    """Return whether Hetzner accepts `value` as a label value (63 characters at most)."""
-    return len(value) <= 63 and bool(_HCLOUD_LABEL_VALUE.match(value))
-
-
-def _parse_control_server(
-    text: Callable[[str], Optional[str]],
-    server_type: str,
-    dns_zone: str,
-    provider: str,
-    problems: list[ConfigProblem],
-) -> Optional[ControlServerPlan]:
-    name = text("controlServerName") or DEFAULT_CONTROL_SERVER_NAME
-    if not _NAME.match(name):
-        problems.append(
-            ConfigProblem(
-                "controlServerName",
-                f"{name!r} must be lowercase letters, digits and inner hyphens",
-                f"pulumi config set {PROJECT}:controlServerName {DEFAULT_CONTROL_SERVER_NAME}",
-            )
-        )
-
-    control_type = text("controlServerType") or server_type
-    pattern = _AWS_INSTANCE_TYPE if provider == "aws" else _HCLOUD_SERVER_TYPE
-    if control_type and provider and not pattern.match(control_type):
-        problems.append(
-            ConfigProblem(
-                "controlServerType",
-                f"{control_type!r} is not a {provider} server type",
-                f"pulumi config rm {PROJECT}:controlServerType (to use serverType)",
-            )
-        )
-
-    port = DEFAULT_CONTROL_SERVER_PORT
-    port_fix = f"pulumi config set {PROJECT}:controlServerPort {DEFAULT_CONTROL_SERVER_PORT}"
-    if text("controlServerPort") is not None:
-        parsed = _parse_int(text("controlServerPort"), "controlServerPort", problems, port_fix)
-        if parsed is not None and (not 1 <= parsed <= 65535 or parsed in (22, 80)):
-            problems.append(
-                ConfigProblem(
-                    "controlServerPort",
-                    f"must be a TCP port other than 22 and 80, got {parsed}",
-                    port_fix,
-                )
-            )
-        elif parsed is not None:
-            port = parsed
-
-    domain = (text("controlServerDomain") or f"control.{dns_zone}").lower().rstrip(".")
-    domain_fix = f"pulumi config set {PROJECT}:controlServerDomain control.{dns_zone}"
-    if dns_zone and not (_is_dns_name(domain) and _is_within(domain, dns_zone)):
-        problems.append(
-            ConfigProblem("controlServerDomain", f"{domain!r} is not a DNS name inside dnsZone {dns_zone}", domain_fix)
-        )
-    elif provider == "hcloud" and not _fits_hcloud_label(domain):
-        problems.append(
-            ConfigProblem(
-                "controlServerDomain",
-                f"{domain} is longer than the 63 characters of an hcloud label value",
-                domain_fix,
-            )
-        )
-
-    return ControlServerPlan(name=name, server_type=control_type, port=port, domain=domain)
 
 
 def load_stack_config() -> StackConfig:
@@ -548,7 +577,7 @@ def load_stack_config() -> StackConfig:
     present = set(runtime_config.CONFIG.get()) | set(pulumi.runtime.get_config_env())
     for full_key in sorted(present):
         if full_key.startswith(prefix):
-            raw[full_key[len(prefix):]] = pulumi.runtime.get_config(full_key)
+            raw[full_key[len(prefix) :]] = pulumi.runtime.get_config(full_key)
 
     for key in KNOWN_KEYS:
         raw.setdefault(key, pulumi.runtime.get_config(prefix + key))

@@ -8,7 +8,14 @@ from typing import Any, Optional
 import pulumi
 
 from infra.cloud_init import render_user_data
-from infra.hosts import WORLD, DnsName, HostSpec, IngressRule, admin_ssh_rule, create_host
+from infra.hosts import (
+    WORLD,
+    DnsName,
+    HostSpec,
+    IngressRule,
+    admin_ssh_rule,
+    create_host,
+)
 
 ROLE = "control-server"
 
@@ -39,7 +46,12 @@ class ControlServerHost(pulumi.ComponentResource):
     ipv6: pulumi.Output[Optional[str]]
     url: str
 
-    def __init__(self, name: str, args: ControlServerHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(
+        self,
+        name: str,
+        args: ControlServerHostArgs,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
         super().__init__("printer-fleet:control:ControlServerHost", name, None, opts)
         self.args = args
         self.host_name = name
@@ -49,7 +61,9 @@ class ControlServerHost(pulumi.ComponentResource):
         # Port 80 serves ACME HTTP-01 challenges for its certificate.
         ingress = (
             IngressRule(80, "HTTP for ACME challenges", WORLD),
-            IngressRule(args.port, "HTTPS: control server API for printers and operators", WORLD),
+            IngressRule(
+                args.port, "HTTPS: control server API for printers and operators", WORLD
+            ),
             admin_ssh_rule(args.admin_cidrs),
         )
         spec = HostSpec(

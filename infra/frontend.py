@@ -9,7 +9,14 @@ from typing import Any, Optional
 import pulumi
 
 from infra.cloud_init import render_user_data
-from infra.hosts import WORLD, DnsName, HostSpec, IngressRule, admin_ssh_rule, create_host
+from infra.hosts import (
+    WORLD,
+    DnsName,
+    HostSpec,
+    IngressRule,
+    admin_ssh_rule,
+    create_host,
+)
 
 ROLE = "zrok-frontend"
 
@@ -54,7 +61,12 @@ class ZrokFrontend(pulumi.ComponentResource):
     api_endpoint: str
     share_domain: str
 
-    def __init__(self, name: str, args: ZrokFrontendArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(
+        self,
+        name: str,
+        args: ZrokFrontendArgs,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
         super().__init__("printer-fleet:frontend:ZrokFrontend", name, None, opts)
         self.args = args
         self.frontend_name = name

@@ -24,7 +24,9 @@ def _firewall_rules(spec: HostSpec) -> list[hcloud.FirewallRuleArgs]:
     ]
 
 
-def create_hcloud_host(parent: pulumi.ComponentResource, name: str, spec: HostSpec) -> HostOutputs:
+def create_hcloud_host(
+    parent: pulumi.ComponentResource, name: str, spec: HostSpec
+) -> HostOutputs:
     child = pulumi.ResourceOptions(parent=parent)
     labels = dict(spec.labels)
 
@@ -102,4 +104,6 @@ def create_hcloud_host(parent: pulumi.ComponentResource, name: str, spec: HostSp
             opts=child,
         )
 
-    return HostOutputs(server_id=server.id, ipv4=ipv4.ip_address, ipv6=server.ipv6_address)
+    return HostOutputs(
+        server_id=server.id, ipv4=ipv4.ip_address, ipv6=server.ipv6_address
+    )

@@ -54,7 +54,9 @@ class _Host(BaseModel):
     @classmethod
     def _check_ipv4(cls, value: str) -> str:
         if value == SECRET_PLACEHOLDER:
-            raise ValueError("is a Pulumi secret placeholder, but the inventory needs the address in plain text")
+            raise ValueError(
+                "is a Pulumi secret placeholder, but the inventory needs the address in plain text"
+            )
         if ipaddress.ip_address(value).version != 4:
             raise ValueError(f"{value} is not an IPv4 address")
         return value
@@ -101,7 +103,9 @@ class StackSource:
     path: Optional[Path] = None
 
     def describe(self) -> str:
-        return str(self.path) if self.path else f"pulumi stack output --stack {self.stack}"
+        return (
+            str(self.path) if self.path else f"pulumi stack output --stack {self.stack}"
+        )
 
 
 def natural_key(name: str) -> list[Any]:
@@ -112,7 +116,9 @@ def natural_key(name: str) -> list[Any]:
 def parse_outputs(data: Any, source: str) -> StackOutputs:
     """Validate raw stack outputs, raising InventoryError that names the source and each bad field."""
     if not isinstance(data, dict):
-        raise InventoryError(f"{source}: expected a JSON object of stack outputs, got {type(data).__name__}")
+        raise InventoryError(
+            f"{source}: expected a JSON object of stack outputs, got {type(data).__name__}"
+        )
     try:
         return StackOutputs.model_validate(data)
     except ValidationError as error:
@@ -120,12 +126,16 @@ def parse_outputs(data: Any, source: str) -> StackOutputs:
         for item in error.errors():
             field = ".".join(str(part) for part in item["loc"])
             problems.append(f"  - {field}: {item['msg']}")
-        raise InventoryError(f"{source}: invalid stack outputs:\n" + "\n".join(problems)) from None
+        raise InventoryError(
+            f"{source}: invalid stack outputs:\n" + "\n".join(problems)
+        ) from None
 
 
 def render_inventory(stack: str, outputs: StackOutputs) -> str:
     """Render one stack's inventory file in the fleet's inventory format."""
-    frontends = sorted(outputs.frontends, key=lambda frontend: natural_key(frontend.name))
+    frontends = sorted(
+        outputs.frontends, key=lambda frontend: natural_key(frontend.name)
+    )
     template = template_environment().get_template("inventory.yml.j2")
     return template.render(
         stack=stack,
@@ -143,7 +153,9 @@ def read_stack_outputs(source: StackSource, project_dir: Path = ROOT) -> Any:
         except FileNotFoundError:
             raise InventoryError(f"{source.path}: file not found") from None
         except json.JSONDecodeError as error:
-            raise InventoryError(f"{source.path}: not JSON from `pulumi stack output --json` ({error})") from None
+            raise InventoryError(
+                f"{source.path}: not JSON from `pulumi stack output --json` ({error})"
+            ) from None
 
     pulumi = shutil.which("pulumi")
     if pulumi is None:
@@ -201,7 +213,9 @@ def generate(
 
     parsed: list[tuple[StackSource, StackOutputs]] = []
     for source in sources:
-        outputs = parse_outputs(read_stack_outputs(source, project_dir), source.describe())
+        outputs = parse_outputs(
+            read_stack_outputs(source, project_dir), source.describe()
+        )
         parsed.append((source, outputs))
 
     owners = existing_frontend_names(output_dir, skip=set(stacks))
@@ -237,7 +251,9 @@ def parse_source(value: str, from_file: bool) -> StackSource:
         stack, path = value.rsplit("/", 1)[-1], None
 
     if not _STACK_NAME.match(stack):
-        raise InventoryError(f"{value!r}: {stack!r} is not a usable stack name for a file name")
+        raise InventoryError(
+            f"{value!r}: {stack!r} is not a usable stack name for a file name"
+        )
     return StackSource(stack=stack, path=Path(path) if path else None)
 
 
@@ -277,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.outputs and not args.stack:
-        print("error: give at least one --outputs FILE or --stack STACK", file=sys.stderr)
+        print(
+            "error: give at least one --outputs FILE or --stack STACK", file=sys.stderr
+        )
         return 2
 
     try:

@@ -10,7 +10,9 @@ from infra.control_server import ControlServerHost, ControlServerHostArgs
 from infra.frontend import ZrokFrontend, ZrokFrontendArgs
 
 
-def build_stack(config: StackConfig) -> tuple[list[ZrokFrontend], ControlServerHost | None]:
+def build_stack(
+    config: StackConfig,
+) -> tuple[list[ZrokFrontend], ControlServerHost | None]:
     """Create the admin key, the region's frontends and, if configured, the control-server host."""
     admin_key = AdminSshKey(
         f"{config.fleet_name}-{config.region}-admin",

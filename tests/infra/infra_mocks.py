@@ -122,15 +122,25 @@ class FleetMocks(pulumi.runtime.Mocks):
         elif args.typ == "aws:ec2/keyPair:KeyPair":
             outputs["keyName"] = args.inputs.get("keyName", args.name)
 
-        self.resources.append(RecordedResource(args.typ, args.name, dict(args.inputs), outputs))
+        self.resources.append(
+            RecordedResource(args.typ, args.name, dict(args.inputs), outputs)
+        )
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
         if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": "ami-0d3b1e2a4c5f60718", "architecture": "x86_64", "name": "debian-12-amd64-20260101-2345"}
+            return {
+                "id": "ami-0d3b1e2a4c5f60718",
+                "architecture": "x86_64",
+                "name": "debian-12-amd64-20260101-2345",
+            }
         if args.token == "aws:route53/getZone:getZone":
-            return {"id": "Z0FLEETZONE", "zoneId": "Z0FLEETZONE", "name": args.args.get("name")}
+            return {
+                "id": "Z0FLEETZONE",
+                "zoneId": "Z0FLEETZONE",
+                "name": args.args.get("name"),
+            }
         return {}
 
     def of_type(self, typ: str) -> list[RecordedResource]:
@@ -138,14 +148,19 @@ class FleetMocks(pulumi.runtime.Mocks):
 
     def named(self, name: str) -> RecordedResource:
         matches = [resource for resource in self.resources if resource.name == name]
-        assert len(matches) == 1, f"expected one resource named {name}, found {len(matches)}"
+        assert (
+            len(matches) == 1
+        ), f"expected one resource named {name}, found {len(matches)}"
         return matches[0]
 
 
 def read_stack_file(stack: str) -> dict[str, str]:
     """Return a Pulumi.<stack>.yaml's config the way the engine passes it (objects as JSON)."""
     data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in data.items()}
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in data.items()
+    }
 
 
 def run_program(
@@ -159,7 +174,11 @@ def run_program(
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_all_config(dict(config), list(secret_keys))
     pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+        mocks,
+        project=PROJECT,
+        stack=stack,
+        preview=False,
+        monitor=RecordingMonitor(mocks),
     )
 
     exports: dict[str, Any] = {}

@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from infra import inventory
-from infra.inventory import InventoryError, StackSource, generate, parse_outputs, render_inventory
+from infra.inventory import (
+    InventoryError,
+    StackSource,
+    generate,
+    parse_outputs,
+    render_inventory,
+)
 from infra_mocks import DATA, EXAMPLE_STACKS, ROOT
 
 OUTPUTS = DATA / "outputs"
@@ -55,7 +61,9 @@ def test_recorded_outputs_match_program(example_runs, stack):
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
 def test_generated_matches_expected(generated, stack):
-    assert (generated / f"{stack}.yml").read_text() == (EXPECTED / f"{stack}.yml").read_text()
+    assert (generated / f"{stack}.yml").read_text() == (
+        EXPECTED / f"{stack}.yml"
+    ).read_text()
 
 
 def test_generated_follows_contract(generated):
@@ -100,17 +108,28 @@ def test_regeneration_identical(tmp_path):
 
     assert all(changed is False for _, changed, _ in results)
     for stack in EXAMPLE_STACKS:
-        assert (first / f"{stack}.yml").read_bytes() == (second / f"{stack}.yml").read_bytes()
+        assert (first / f"{stack}.yml").read_bytes() == (
+            second / f"{stack}.yml"
+        ).read_bytes()
 
 
 def test_host_order_natural():
     data = recorded("eu-central")
-    frontends = [dict(data["frontends"][0], name=f"eu-central-{n}") for n in (10, 2, 1, 9)]
+    frontends = [
+        dict(data["frontends"][0], name=f"eu-central-{n}") for n in (10, 2, 1, 9)
+    ]
     outputs = parse_outputs(dict(data, frontends=frontends), "test")
 
-    hosts = yaml.safe_load(render_inventory("eu-central", outputs))["all"]["children"]["zrok_frontends"]["hosts"]
+    hosts = yaml.safe_load(render_inventory("eu-central", outputs))["all"]["children"][
+        "zrok_frontends"
+    ]["hosts"]
 
-    assert list(hosts) == ["eu-central-1", "eu-central-2", "eu-central-9", "eu-central-10"]
+    assert list(hosts) == [
+        "eu-central-1",
+        "eu-central-2",
+        "eu-central-9",
+        "eu-central-10",
+    ]
 
 
 # --- Ansible reads it ----------------------------------------------------------------------------
@@ -130,9 +149,15 @@ def test_ansible_inventory_lists_file(generated, tmp_path):
     assert listing["zrok_frontends"]["hosts"] == ["eu-central-1", "eu-central-2"]
     assert listing["control_servers"]["hosts"] == ["control-1"]
     hostvars = listing["_meta"]["hostvars"]
-    assert hostvars["eu-central-2"]["zrok_share_domain"] == "eu-central-2.eu-central.fleet.example.com"
+    assert (
+        hostvars["eu-central-2"]["zrok_share_domain"]
+        == "eu-central-2.eu-central.fleet.example.com"
+    )
     assert hostvars["eu-central-2"]["fleet_capacity"] == 150
-    assert hostvars["control-1"]["fleet_control_url"] == "https://control.fleet.example.com:8443"
+    assert (
+        hostvars["control-1"]["fleet_control_url"]
+        == "https://control.fleet.example.com:8443"
+    )
 
 
 def test_ansible_inventory_lists_directory(generated, tmp_path):
@@ -147,7 +172,11 @@ def test_ansible_inventory_lists_directory(generated, tmp_path):
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert sorted(listing["zrok_frontends"]["hosts"]) == [
-        "ap-southeast-1", "eu-central-1", "eu-central-2", "us-east-1", "us-east-2",
+        "ap-southeast-1",
+        "eu-central-1",
+        "eu-central-2",
+        "us-east-1",
+        "us-east-2",
     ]
     assert listing["_meta"]["hostvars"]["us-east-1"]["fleet_provider"] == "aws"
     assert listing["_meta"]["hostvars"]["ap-southeast-1"]["fleet_capacity"] == 100
@@ -159,12 +188,25 @@ def test_inventory_manager_reads_directory(generated):
 
     manager = InventoryManager(loader=DataLoader(), sources=[str(generated)])
 
-    frontends = {host.name: host.vars for host in manager.groups["zrok_frontends"].get_hosts()}
-    assert sorted(frontends) == ["ap-southeast-1", "eu-central-1", "eu-central-2", "us-east-1", "us-east-2"]
-    assert frontends["us-east-2"]["zrok_api_endpoint"] == "https://api.us-east-2.us-east.aws.fleet.example.com"
+    frontends = {
+        host.name: host.vars for host in manager.groups["zrok_frontends"].get_hosts()
+    }
+    assert sorted(frontends) == [
+        "ap-southeast-1",
+        "eu-central-1",
+        "eu-central-2",
+        "us-east-1",
+        "us-east-2",
+    ]
+    assert (
+        frontends["us-east-2"]["zrok_api_endpoint"]
+        == "https://api.us-east-2.us-east.aws.fleet.example.com"
+    )
     assert frontends["ap-southeast-1"]["fleet_location"] == "sin"
     assert frontends["eu-central-1"]["ansible_host"] == "203.0.113.203"
-    assert [host.name for host in manager.groups["control_servers"].get_hosts()] == ["control-1"]
+    assert [host.name for host in manager.groups["control_servers"].get_hosts()] == [
+        "control-1"
+    ]
 
 
 # --- input errors --------------------------------------------------------------------------------
@@ -174,8 +216,14 @@ def test_duplicate_frontend_across_stacks(tmp_path):
     copy = tmp_path / "eu-central-copy.json"
     copy.write_text((OUTPUTS / "eu-central.json").read_text())
 
-    with pytest.raises(InventoryError, match="frontend eu-central-1 occurs in stack eu-central and stack eu-central-copy"):
-        generate(sources() + [StackSource("eu-central-copy", copy)], output_dir=tmp_path / "out")
+    with pytest.raises(
+        InventoryError,
+        match="frontend eu-central-1 occurs in stack eu-central and stack eu-central-copy",
+    ):
+        generate(
+            sources() + [StackSource("eu-central-copy", copy)],
+            output_dir=tmp_path / "out",
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -183,7 +231,10 @@ def test_duplicate_frontend_in_existing_file(generated, tmp_path):
     copy = tmp_path / "europe.json"
     copy.write_text((OUTPUTS / "eu-central.json").read_text())
 
-    with pytest.raises(InventoryError, match="frontend eu-central-1 occurs in stack eu-central and stack europe"):
+    with pytest.raises(
+        InventoryError,
+        match="frontend eu-central-1 occurs in stack eu-central and stack europe",
+    ):
         generate([StackSource("europe", copy)], output_dir=generated)
 
 
@@ -219,7 +270,9 @@ def test_capacity_below_one_rejected():
 
 def test_missing_outputs_file(tmp_path):
     with pytest.raises(InventoryError, match="file not found"):
-        generate([StackSource("nowhere", tmp_path / "nowhere.json")], output_dir=tmp_path)
+        generate(
+            [StackSource("nowhere", tmp_path / "nowhere.json")], output_dir=tmp_path
+        )
 
 
 def test_lab_provider_accepted():
@@ -233,7 +286,11 @@ def test_lab_provider_accepted():
 
 
 def test_command_writes_and_checks(tmp_path, capsys):
-    arguments = [f"--outputs={OUTPUTS / 'eu-central.json'}", "--output-dir", str(tmp_path)]
+    arguments = [
+        f"--outputs={OUTPUTS / 'eu-central.json'}",
+        "--output-dir",
+        str(tmp_path),
+    ]
 
     assert inventory.main(["--check", *arguments]) == 1
     assert "out of date" in capsys.readouterr().out
@@ -243,7 +300,9 @@ def test_command_writes_and_checks(tmp_path, capsys):
 
     assert inventory.main(["--check", *arguments]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert (tmp_path / "eu-central.yml").read_text() == (EXPECTED / "eu-central.yml").read_text()
+    assert (tmp_path / "eu-central.yml").read_text() == (
+        EXPECTED / "eu-central.yml"
+    ).read_text()
 
 
 def test_command_stack_from_named_file(tmp_path):
@@ -255,7 +314,9 @@ def test_command_stack_from_named_file(tmp_path):
 
 def test_command_without_sources(capsys):
     assert inventory.main([]) == 2
-    assert "give at least one --outputs FILE or --stack STACK" in capsys.readouterr().err
+    assert (
+        "give at least one --outputs FILE or --stack STACK" in capsys.readouterr().err
+    )
 
 
 def test_command_without_pulumi_cli(tmp_path, monkeypatch, capsys):
@@ -280,25 +341,49 @@ def test_command_reads_pulumi_cli(tmp_path, monkeypatch):
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
-    assert inventory.main(["--stack", "myorg/printer-fleet/us-east", "--output-dir", str(tmp_path / "out")]) == 0
-    assert (tmp_path / "out" / "us-east.yml").read_text() == (EXPECTED / "us-east.yml").read_text()
+    assert (
+        inventory.main(
+            [
+                "--stack",
+                "myorg/printer-fleet/us-east",
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "out" / "us-east.yml").read_text() == (
+        EXPECTED / "us-east.yml"
+    ).read_text()
 
 
 def test_command_reports_pulumi_failure(tmp_path, monkeypatch, capsys):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "pulumi"
-    fake.write_text("#!/bin/sh\necho 'error: no stack named \"nope\" found' >&2\nexit 255\n")
+    fake.write_text(
+        "#!/bin/sh\necho 'error: no stack named \"nope\" found' >&2\nexit 255\n"
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
     assert inventory.main(["--stack", "nope", "--output-dir", str(tmp_path)]) == 1
-    assert 'exit code 255: error: no stack named "nope" found' in capsys.readouterr().err
+    assert (
+        'exit code 255: error: no stack named "nope" found' in capsys.readouterr().err
+    )
 
 
 def test_module_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "infra.inventory", "--outputs", str(OUTPUTS / "us-east.json"), "--output-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "infra.inventory",
+            "--outputs",
+            str(OUTPUTS / "us-east.json"),
+            "--output-dir",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -306,4 +391,6 @@ def test_module_entry_point(tmp_path):
     )
 
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "us-east.yml").read_text() == (EXPECTED / "us-east.yml").read_text()
+    assert (tmp_path / "us-east.yml").read_text() == (
+        EXPECTED / "us-east.yml"
+    ).read_text()

@@ -54,18 +54,28 @@ def read_inventory(source: Path) -> dict[str, dict[str, dict]]:
         groups[group] = {}
         for host in manager.groups[group].get_hosts():
             host_vars = variables.get_vars(host=host)
-            groups[group][host.name] = {key: host_vars[key] for key in (*FLEET_VARS, "ansible_host") if key in host_vars}
+            groups[group][host.name] = {
+                key: host_vars[key]
+                for key in (*FLEET_VARS, "ansible_host")
+                if key in host_vars
+            }
     return groups
 
 
 def generated_inventory(tmp_path: Path, stack: str) -> dict[str, dict[str, dict]]:
-    generate([StackSource(stack, DATA / "outputs" / f"{stack}.json")], output_dir=tmp_path / "generated")
+    generate(
+        [StackSource(stack, DATA / "outputs" / f"{stack}.json")],
+        output_dir=tmp_path / "generated",
+    )
     return read_inventory(tmp_path / "generated" / f"{stack}.yml")
 
 
 def without_address(groups: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
     return {
-        group: {host: {k: v for k, v in host_vars.items() if k != "ansible_host"} for host, host_vars in hosts.items()}
+        group: {
+            host: {k: v for k, v in host_vars.items() if k != "ansible_host"}
+            for host, host_vars in hosts.items()
+        }
         for group, hosts in groups.items()
     }
 
@@ -82,29 +92,72 @@ def hetzner_server(server_id: int, resource) -> dict:
         "status": "running",
         "created": "2026-01-01T00:00:00+00:00",
         "public_net": {
-            "ipv4": {"id": server_id * 10, "ip": resource.outputs["ipv4Address"], "blocked": False, "dns_ptr": "static.example"},
-            "ipv6": {"id": server_id * 10 + 1, "ip": resource.outputs["ipv6Network"], "blocked": False, "dns_ptr": []},
+            "ipv4": {
+                "id": server_id * 10,
+                "ip": resource.outputs["ipv4Address"],
+                "blocked": False,
+                "dns_ptr": "static.example",
+            },
+            "ipv6": {
+                "id": server_id * 10 + 1,
+                "ip": resource.outputs["ipv6Network"],
+                "blocked": False,
+                "dns_ptr": [],
+            },
             "floating_ips": [],
             "firewalls": [],
         },
         "server_type": {
-            "id": 1, "name": resource.inputs["serverType"], "description": "", "cores": 2, "memory": 4.0,
-            "disk": 40, "prices": [], "storage_type": "local", "cpu_type": "shared", "architecture": "x86",
+            "id": 1,
+            "name": resource.inputs["serverType"],
+            "description": "",
+            "cores": 2,
+            "memory": 4.0,
+            "disk": 40,
+            "prices": [],
+            "storage_type": "local",
+            "cpu_type": "shared",
+            "architecture": "x86",
             "deprecated": False,
         },
         "datacenter": {
-            "id": 1, "name": f"{location}-dc1", "description": "",
+            "id": 1,
+            "name": f"{location}-dc1",
+            "description": "",
             "location": {
-                "id": 1, "name": location, "description": "", "country": "DE", "city": "", "latitude": 50.0,
-                "longitude": 12.0, "network_zone": "eu-central",
+                "id": 1,
+                "name": location,
+                "description": "",
+                "country": "DE",
+                "city": "",
+                "latitude": 50.0,
+                "longitude": 12.0,
+                "network_zone": "eu-central",
             },
-            "server_types": {"supported": [], "available": [], "available_for_migration": []},
+            "server_types": {
+                "supported": [],
+                "available": [],
+                "available_for_migration": [],
+            },
         },
         "image": {
-            "id": 114690387, "type": "system", "status": "available", "name": "debian-12", "description": "Debian 12",
-            "image_size": None, "disk_size": 5, "created": "2023-06-13T06:00:02+00:00", "created_from": None,
-            "bound_to": None, "os_flavor": "debian", "os_version": "12", "rapid_deploy": True,
-            "protection": {"delete": False}, "deprecated": None, "labels": {}, "architecture": "x86",
+            "id": 114690387,
+            "type": "system",
+            "status": "available",
+            "name": "debian-12",
+            "description": "Debian 12",
+            "image_size": None,
+            "disk_size": 5,
+            "created": "2023-06-13T06:00:02+00:00",
+            "created_from": None,
+            "bound_to": None,
+            "os_flavor": "debian",
+            "os_version": "12",
+            "rapid_deploy": True,
+            "protection": {"delete": False},
+            "deprecated": None,
+            "labels": {},
+            "architecture": "x86",
         },
         "iso": None,
         "rescue_enabled": False,
@@ -135,7 +188,15 @@ class FakeHetznerApi(BaseHTTPRequestHandler):
         self.requests_seen.append(self.path)
 
         if self.headers.get("Authorization") != "Bearer test-token":
-            self.reply(401, {"error": {"code": "unauthorized", "message": "unable to authenticate"}})
+            self.reply(
+                401,
+                {
+                    "error": {
+                        "code": "unauthorized",
+                        "message": "unable to authenticate",
+                    }
+                },
+            )
         elif url.path == "/v1/locations":
             self.reply(200, {"locations": [], "meta": self.page(0)})
         elif url.path == "/v1/servers":
@@ -151,7 +212,11 @@ class FakeHetznerApi(BaseHTTPRequestHandler):
     def page(total: int) -> dict:
         return {
             "pagination": {
-                "page": 1, "per_page": 50, "previous_page": None, "next_page": None, "last_page": 1,
+                "page": 1,
+                "per_page": 50,
+                "previous_page": None,
+                "next_page": None,
+                "last_page": 1,
                 "total_entries": total,
             }
         }
@@ -171,9 +236,15 @@ class FakeHetznerApi(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def hetzner_api(example_runs):
     _, mocks = example_runs["eu-central"]
-    servers = [hetzner_server(index, r) for index, r in enumerate(mocks.of_type("hcloud:index/server:Server"), 1)]
+    servers = [
+        hetzner_server(index, r)
+        for index, r in enumerate(mocks.of_type("hcloud:index/server:Server"), 1)
+    ]
     outsider = hetzner_server(99, mocks.of_type("hcloud:index/server:Server")[0])
-    outsider.update(name="someone-elses-server", labels={"fleet": "another-fleet", "role": "zrok-frontend"})
+    outsider.update(
+        name="someone-elses-server",
+        labels={"fleet": "another-fleet", "role": "zrok-frontend"},
+    )
 
     FakeHetznerApi.servers = servers + [outsider]
     FakeHetznerApi.requests_seen = []
@@ -183,7 +254,9 @@ def hetzner_api(example_runs):
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("HCLOUD_TOKEN", "test-token")
-        monkeypatch.setenv("HCLOUD_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/v1")
+        monkeypatch.setenv(
+            "HCLOUD_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/v1"
+        )
         yield FakeHetznerApi
     server.shutdown()
     server.server_close()
@@ -196,7 +269,10 @@ def test_hcloud_live_matches_generated(hetzner_api, tmp_path):
 
     assert live == generated
     assert sorted(live["zrok_frontends"]) == ["eu-central-1", "eu-central-2"]
-    assert any("label_selector=fleet%3Dprinter-fleet" in path for path in hetzner_api.requests_seen)
+    assert any(
+        "label_selector=fleet%3Dprinter-fleet" in path
+        for path in hetzner_api.requests_seen
+    )
 
 
 def test_hcloud_live_skips_other_fleets(hetzner_api):
@@ -228,7 +304,10 @@ def ec2(example_runs):
         image_id = mocks.of_type("aws:ec2/instance:Instance")[0].inputs["ami"]
         addresses = {}
         for instance in mocks.of_type("aws:ec2/instance:Instance"):
-            tags = [{"Key": key, "Value": value} for key, value in instance.inputs["tags"].items()]
+            tags = [
+                {"Key": key, "Value": value}
+                for key, value in instance.inputs["tags"].items()
+            ]
             created = client.run_instances(
                 ImageId=image_id,
                 InstanceType=instance.inputs["instanceType"],
@@ -237,7 +316,10 @@ def ec2(example_runs):
                 TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
             )["Instances"][0]
             allocation = client.allocate_address(Domain="vpc")
-            client.associate_address(InstanceId=created["InstanceId"], AllocationId=allocation["AllocationId"])
+            client.associate_address(
+                InstanceId=created["InstanceId"],
+                AllocationId=allocation["AllocationId"],
+            )
             addresses[instance.inputs["tags"]["Name"]] = allocation["PublicIp"]
 
         client.run_instances(
@@ -245,7 +327,12 @@ def ec2(example_runs):
             InstanceType="t3.micro",
             MinCount=1,
             MaxCount=1,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "unrelated"}]}],
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": "Name", "Value": "unrelated"}],
+                }
+            ],
         )
         yield addresses
 
@@ -255,7 +342,10 @@ def test_aws_live_matches_generated(ec2, tmp_path):
     generated = generated_inventory(tmp_path, "us-east")
 
     assert without_address(live) == without_address(generated)
-    assert {host: host_vars["ansible_host"] for host, host_vars in live["zrok_frontends"].items()} == ec2
+    assert {
+        host: host_vars["ansible_host"]
+        for host, host_vars in live["zrok_frontends"].items()
+    } == ec2
 
 
 def test_aws_live_skips_untagged(ec2):
@@ -269,9 +359,17 @@ def test_requirements_pin_bundled_collections():
     import ansible_collections.amazon.aws as amazon_aws
     import ansible_collections.hetzner.hcloud as hetzner_hcloud
 
-    pins = {item["name"]: item["version"] for item in yaml.safe_load((ROOT / "requirements.yml").read_text())["collections"]}
+    pins = {
+        item["name"]: item["version"]
+        for item in yaml.safe_load((ROOT / "requirements.yml").read_text())[
+            "collections"
+        ]
+    }
     bundled = {}
-    for name, package in (("hetzner.hcloud", hetzner_hcloud), ("amazon.aws", amazon_aws)):
+    for name, package in (
+        ("hetzner.hcloud", hetzner_hcloud),
+        ("amazon.aws", amazon_aws),
+    ):
         manifest = Path(package.__path__[0]) / "MANIFEST.json"
         bundled[name] = json.loads(manifest.read_text())["collection_info"]["version"]
 

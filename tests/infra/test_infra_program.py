@@ -47,15 +47,50 @@ EXPECTED_HOSTS = {
 
 EXPECTED_FRONTENDS = {
     "eu-central": [
-        ("eu-central-1", "hcloud", "eu-central", "fsn1", "eu-central-1.eu-central.fleet.example.com", 150),
-        ("eu-central-2", "hcloud", "eu-central", "fsn1", "eu-central-2.eu-central.fleet.example.com", 150),
+        (
+            "eu-central-1",
+            "hcloud",
+            "eu-central",
+            "fsn1",
+            "eu-central-1.eu-central.fleet.example.com",
+            150,
+        ),
+        (
+            "eu-central-2",
+            "hcloud",
+            "eu-central",
+            "fsn1",
+            "eu-central-2.eu-central.fleet.example.com",
+            150,
+        ),
     ],
     "us-east": [
-        ("us-east-1", "aws", "us-east", "us-east-1", "us-east-1.us-east.aws.fleet.example.com", 150),
-        ("us-east-2", "aws", "us-east", "us-east-1", "us-east-2.us-east.aws.fleet.example.com", 150),
+        (
+            "us-east-1",
+            "aws",
+            "us-east",
+            "us-east-1",
+            "us-east-1.us-east.aws.fleet.example.com",
+            150,
+        ),
+        (
+            "us-east-2",
+            "aws",
+            "us-east",
+            "us-east-1",
+            "us-east-2.us-east.aws.fleet.example.com",
+            150,
+        ),
     ],
     "ap-southeast": [
-        ("ap-southeast-1", "hcloud", "ap-southeast", "sin", "ap-southeast-1.ap-southeast.fleet.example.com", 100),
+        (
+            "ap-southeast-1",
+            "hcloud",
+            "ap-southeast",
+            "sin",
+            "ap-southeast-1.ap-southeast.fleet.example.com",
+            100,
+        ),
     ],
 }
 
@@ -81,7 +116,11 @@ def aws_rules(security_group) -> list[tuple[str, int, int, list[str], list[str]]
 
 
 def children_of(mocks: FleetMocks, component_name: str, component_type: str):
-    component = [r for r in mocks.resources if r.name == component_name and r.typ == component_type]
+    component = [
+        r
+        for r in mocks.resources
+        if r.name == component_name and r.typ == component_type
+    ]
     assert len(component) == 1
     return [r for r in mocks.resources if r.parent == component[0].urn]
 
@@ -95,12 +134,20 @@ def test_servers_count_location_type(example_runs, stack):
     expected = EXPECTED_HOSTS[stack]
 
     if exports["provider"] == "hcloud":
-        servers = {s.inputs["name"]: (s.inputs["location"], s.inputs["serverType"]) for s in mocks.of_type(HCLOUD_SERVER)}
+        servers = {
+            s.inputs["name"]: (s.inputs["location"], s.inputs["serverType"])
+            for s in mocks.of_type(HCLOUD_SERVER)
+        }
         assert len(mocks.of_type(HCLOUD_SERVER)) == len(expected)
-        assert all(s.inputs["image"] == "debian-12" for s in mocks.of_type(HCLOUD_SERVER))
+        assert all(
+            s.inputs["image"] == "debian-12" for s in mocks.of_type(HCLOUD_SERVER)
+        )
     else:
         instances = mocks.of_type(AWS_INSTANCE)
-        servers = {i.inputs["tags"]["Name"]: (i.inputs["region"], i.inputs["instanceType"]) for i in instances}
+        servers = {
+            i.inputs["tags"]["Name"]: (i.inputs["region"], i.inputs["instanceType"])
+            for i in instances
+        }
         assert len(instances) == len(expected)
         assert all(i.inputs["ami"] == "ami-0d3b1e2a4c5f60718" for i in instances)
 
@@ -109,7 +156,9 @@ def test_servers_count_location_type(example_runs, stack):
 
 def test_aws_instances_use_debian_ami(example_runs):
     _, mocks = example_runs["us-east"]
-    ami_calls = [args for token, args in mocks.calls if token == "aws:ec2/getAmi:getAmi"]
+    ami_calls = [
+        args for token, args in mocks.calls if token == "aws:ec2/getAmi:getAmi"
+    ]
 
     assert len(ami_calls) == 2
     for args in ami_calls:
@@ -133,7 +182,11 @@ def test_aws_instances_hardened(example_runs):
 
 @pytest.mark.parametrize(
     "stack, frontend, admin",
-    [("eu-central", "eu-central-1", EU_ADMIN), ("eu-central", "eu-central-2", EU_ADMIN), ("ap-southeast", "ap-southeast-1", EU_ADMIN)],
+    [
+        ("eu-central", "eu-central-1", EU_ADMIN),
+        ("eu-central", "eu-central-2", EU_ADMIN),
+        ("ap-southeast", "ap-southeast-1", EU_ADMIN),
+    ],
 )
 def test_hcloud_frontend_firewall_rules(example_runs, stack, frontend, admin):
     _, mocks = example_runs[stack]
@@ -168,7 +221,9 @@ def test_hcloud_firewall_attached_to_server(example_runs, stack):
 
     for server in mocks.of_type(HCLOUD_SERVER):
         firewall = mocks.named(f"{server.inputs['name']}-firewall")
-        assert server.inputs["firewallIds"] == [int(mock_id(firewall.typ, firewall.name))]
+        assert server.inputs["firewallIds"] == [
+            int(mock_id(firewall.typ, firewall.name))
+        ]
 
 
 @pytest.mark.parametrize("frontend", ["us-east-1", "us-east-2"])
@@ -193,7 +248,9 @@ def test_aws_security_group_attached(example_runs):
     for instance in mocks.of_type(AWS_INSTANCE):
         name = instance.inputs["tags"]["Name"]
         security_group = mocks.named(f"{name}-security-group")
-        assert instance.inputs["vpcSecurityGroupIds"] == [aws_security_group_id(security_group.name)]
+        assert instance.inputs["vpcSecurityGroupIds"] == [
+            aws_security_group_id(security_group.name)
+        ]
 
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
@@ -201,11 +258,18 @@ def test_ssh_never_open_to_world(example_runs, stack):
     _, mocks = example_runs[stack]
     ssh_sources = []
     for firewall in mocks.of_type(HCLOUD_FIREWALL):
-        ssh_sources += [source for rule in firewall.inputs["rules"] if rule["port"] == "22" for source in rule["sourceIps"]]
+        ssh_sources += [
+            source
+            for rule in firewall.inputs["rules"]
+            if rule["port"] == "22"
+            for source in rule["sourceIps"]
+        ]
     for security_group in mocks.of_type(AWS_SECURITY_GROUP):
         for rule in security_group.inputs["ingress"]:
             if rule["fromPort"] <= 22 <= rule["toPort"]:
-                ssh_sources += rule.get("cidrBlocks", []) + rule.get("ipv6CidrBlocks", [])
+                ssh_sources += rule.get("cidrBlocks", []) + rule.get(
+                    "ipv6CidrBlocks", []
+                )
 
     assert ssh_sources
     for source in ssh_sources:
@@ -244,7 +308,9 @@ def test_aws_elastic_ip_per_instance(example_runs):
     for eip in eips:
         assert eip.inputs["domain"] == "vpc"
         assert eip.inputs["instance"].startswith("i-")
-    assert sorted(e.outputs["publicIp"] for e in eips) == sorted(f["ipv4"] for f in exports["frontends"])
+    assert sorted(e.outputs["publicIp"] for e in eips) == sorted(
+        f["ipv4"] for f in exports["frontends"]
+    )
 
 
 # --- DNS -----------------------------------------------------------------------------------------
@@ -254,7 +320,11 @@ def test_aws_elastic_ip_per_instance(example_runs):
 def test_hcloud_dns_records(example_runs, stack):
     exports, mocks = example_runs[stack]
     records = {
-        (r.inputs["name"], r.inputs["type"]): (r.inputs["zone"], r.inputs["ttl"], [v["value"] for v in r.inputs["records"]])
+        (r.inputs["name"], r.inputs["type"]): (
+            r.inputs["zone"],
+            r.inputs["ttl"],
+            [v["value"] for v in r.inputs["records"]],
+        )
         for r in mocks.of_type(HCLOUD_RRSET)
     }
 
@@ -262,8 +332,16 @@ def test_hcloud_dns_records(example_runs, stack):
     for frontend in exports["frontends"]:
         relative = frontend["domain"].removesuffix(".fleet.example.com")
         for prefix in ("api", "*"):
-            expected[(f"{prefix}.{relative}", "A")] = ("fleet.example.com", 300, [frontend["ipv4"]])
-            expected[(f"{prefix}.{relative}", "AAAA")] = ("fleet.example.com", 300, [frontend["ipv6"]])
+            expected[(f"{prefix}.{relative}", "A")] = (
+                "fleet.example.com",
+                300,
+                [frontend["ipv4"]],
+            )
+            expected[(f"{prefix}.{relative}", "AAAA")] = (
+                "fleet.example.com",
+                300,
+                [frontend["ipv6"]],
+            )
     if "control_server" in exports:
         control = exports["control_server"]
         expected[("control", "A")] = ("fleet.example.com", 300, [control["ipv4"]])
@@ -274,7 +352,9 @@ def test_hcloud_dns_records(example_runs, stack):
 
 def test_hcloud_dns_names_match_exports(example_runs):
     exports, mocks = example_runs["eu-central"]
-    names = {r.inputs["name"] + ".fleet.example.com" for r in mocks.of_type(HCLOUD_RRSET)}
+    names = {
+        r.inputs["name"] + ".fleet.example.com" for r in mocks.of_type(HCLOUD_RRSET)
+    }
 
     for frontend in exports["frontends"]:
         api_host = frontend["api_endpoint"].removeprefix("https://")
@@ -286,19 +366,36 @@ def test_hcloud_dns_names_match_exports(example_runs):
 def test_route53_records(example_runs):
     exports, mocks = example_runs["us-east"]
     records = {
-        (r.inputs["name"], r.inputs["type"]): (r.inputs["zoneId"], r.inputs["ttl"], r.inputs["records"])
+        (r.inputs["name"], r.inputs["type"]): (
+            r.inputs["zoneId"],
+            r.inputs["ttl"],
+            r.inputs["records"],
+        )
         for r in mocks.of_type(AWS_RECORD)
     }
 
     expected = {}
     for frontend in exports["frontends"]:
-        expected[(f"api.{frontend['domain']}", "A")] = ("Z0FLEETZONE", 300, [frontend["ipv4"]])
-        expected[(f"*.{frontend['domain']}", "A")] = ("Z0FLEETZONE", 300, [frontend["ipv4"]])
+        expected[(f"api.{frontend['domain']}", "A")] = (
+            "Z0FLEETZONE",
+            300,
+            [frontend["ipv4"]],
+        )
+        expected[(f"*.{frontend['domain']}", "A")] = (
+            "Z0FLEETZONE",
+            300,
+            [frontend["ipv4"]],
+        )
     assert records == expected
 
-    zone_calls = [args for token, args in mocks.calls if token == "aws:route53/getZone:getZone"]
+    zone_calls = [
+        args for token, args in mocks.calls if token == "aws:route53/getZone:getZone"
+    ]
     assert zone_calls
-    assert all(args["name"] == "aws.fleet.example.com" and args["privateZone"] is False for args in zone_calls)
+    assert all(
+        args["name"] == "aws.fleet.example.com" and args["privateZone"] is False
+        for args in zone_calls
+    )
 
 
 # --- labels and tags -----------------------------------------------------------------------------
@@ -342,7 +439,11 @@ def test_hcloud_frontend_server_labels(example_runs):
 
 def test_aws_tags_on_every_taggable_resource(example_runs):
     _, mocks = example_runs["us-east"]
-    taggable = [r for r in mocks.resources if r.typ in (AWS_INSTANCE, AWS_SECURITY_GROUP, AWS_EIP, AWS_KEY_PAIR)]
+    taggable = [
+        r
+        for r in mocks.resources
+        if r.typ in (AWS_INSTANCE, AWS_SECURITY_GROUP, AWS_EIP, AWS_KEY_PAIR)
+    ]
 
     assert len(taggable) == 7
     for resource in taggable:
@@ -372,7 +473,9 @@ def test_hcloud_existing_ssh_key_reused(example_runs):
     _, mocks = example_runs["ap-southeast"]
 
     assert mocks.of_type(HCLOUD_SSH_KEY) == []
-    assert mocks.named("ap-southeast-1-server").inputs["sshKeys"] == ["printer-fleet-eu-central-admin"]
+    assert mocks.named("ap-southeast-1-server").inputs["sshKeys"] == [
+        "printer-fleet-eu-central-admin"
+    ]
 
 
 # --- cloud-init ----------------------------------------------------------------------------------
@@ -381,8 +484,13 @@ def test_hcloud_existing_ssh_key_reused(example_runs):
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
 def test_cloud_init_prepares_for_ansible(example_runs, stack):
     _, mocks = example_runs[stack]
-    hosts = [(s.inputs["name"], s.inputs["userData"]) for s in mocks.of_type(HCLOUD_SERVER)]
-    hosts += [(i.inputs["tags"]["Name"], i.inputs["userData"]) for i in mocks.of_type(AWS_INSTANCE)]
+    hosts = [
+        (s.inputs["name"], s.inputs["userData"]) for s in mocks.of_type(HCLOUD_SERVER)
+    ]
+    hosts += [
+        (i.inputs["tags"]["Name"], i.inputs["userData"])
+        for i in mocks.of_type(AWS_INSTANCE)
+    ]
 
     assert hosts
     for hostname, user_data in hosts:
@@ -438,7 +546,14 @@ def test_control_server_component(example_runs):
     children = children_of(mocks, "control-1", CONTROL_TYPE)
 
     assert sorted(child.typ for child in children) == sorted(
-        [HCLOUD_FIREWALL, HCLOUD_PRIMARY_IP, HCLOUD_PRIMARY_IP, HCLOUD_SERVER, HCLOUD_RRSET, HCLOUD_RRSET]
+        [
+            HCLOUD_FIREWALL,
+            HCLOUD_PRIMARY_IP,
+            HCLOUD_PRIMARY_IP,
+            HCLOUD_SERVER,
+            HCLOUD_RRSET,
+            HCLOUD_RRSET,
+        ]
     )
 
 
@@ -450,12 +565,28 @@ def test_frontends_export(example_runs, stack):
     exports, _ = example_runs[stack]
 
     summary = [
-        (f["name"], f["provider"], f["region"], f["location"], f["domain"], f["capacity"]) for f in exports["frontends"]
+        (
+            f["name"],
+            f["provider"],
+            f["region"],
+            f["location"],
+            f["domain"],
+            f["capacity"],
+        )
+        for f in exports["frontends"]
     ]
     assert summary == EXPECTED_FRONTENDS[stack]
     for frontend in exports["frontends"]:
         assert set(frontend) == {
-            "name", "provider", "region", "location", "ipv4", "ipv6", "api_endpoint", "domain", "capacity",
+            "name",
+            "provider",
+            "region",
+            "location",
+            "ipv4",
+            "ipv6",
+            "api_endpoint",
+            "domain",
+            "capacity",
         }
         assert frontend["api_endpoint"] == f"https://api.{frontend['domain']}"
         assert ipaddress.ip_address(frontend["ipv4"]).version == 4
@@ -469,8 +600,14 @@ def test_frontend_ipv4_is_primary_ip(example_runs):
     exports, mocks = example_runs["eu-central"]
 
     for frontend in exports["frontends"]:
-        assert frontend["ipv4"] == mocks.named(f"{frontend['name']}-ipv4").outputs["ipAddress"]
-        assert frontend["ipv6"] == mocks.named(f"{frontend['name']}-server").outputs["ipv6Address"]
+        assert (
+            frontend["ipv4"]
+            == mocks.named(f"{frontend['name']}-ipv4").outputs["ipAddress"]
+        )
+        assert (
+            frontend["ipv6"]
+            == mocks.named(f"{frontend['name']}-server").outputs["ipv6Address"]
+        )
 
 
 def test_control_server_export(example_runs):

@@ -24,11 +24,19 @@ def synthetic_region(index: int) -> tuple[str, dict[str, str]]:
     }
     if index % 2 == 0:
         locations = sorted(HCLOUD_LOCATIONS)
-        overrides.update(provider="hcloud", location=locations[index % len(locations)], serverType="cx23")
+        overrides.update(
+            provider="hcloud",
+            location=locations[index % len(locations)],
+            serverType="cx23",
+        )
     else:
         regions = sorted(AWS_REGIONS)
         instance_type = "t4g.small" if index % 4 == 1 else "t3.small"
-        overrides.update(provider="aws", location=regions[index % len(regions)], serverType=instance_type)
+        overrides.update(
+            provider="aws",
+            location=regions[index % len(regions)],
+            serverType=instance_type,
+        )
     return region, base_config(**overrides)
 
 
@@ -57,7 +65,11 @@ def test_fifty_regions_evaluate(tmp_path, capsys):
             f"inventory rendered in {rendered - evaluated:.2f} s"
         )
 
-    names = [frontend["name"] for exports, _ in runs.values() for frontend in exports["frontends"]]
+    names = [
+        frontend["name"]
+        for exports, _ in runs.values()
+        for frontend in exports["frontends"]
+    ]
     assert len(names) == REGION_COUNT * FRONTENDS_PER_REGION
     assert len(set(names)) == len(names)
     assert len(list((tmp_path / "generated").glob("*.yml"))) == REGION_COUNT
@@ -66,6 +78,10 @@ def test_fifty_regions_evaluate(tmp_path, capsys):
     assert providers == {"hcloud", "aws"}
     assert "control_server" in runs["r00"][0]
 
-    graviton_calls = [args for token, args in runs["r01"][1].calls if token == "aws:ec2/getAmi:getAmi"]
+    graviton_calls = [
+        args for token, args in runs["r01"][1].calls if token == "aws:ec2/getAmi:getAmi"
+    ]
     assert len(graviton_calls) == FRONTENDS_PER_REGION
-    assert {"name": "name", "values": ["debian-12-arm64-*"]} in graviton_calls[0]["filters"]
+    assert {"name": "name", "values": ["debian-12-arm64-*"]} in graviton_calls[0][
+        "filters"
+    ]
