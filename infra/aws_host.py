@@ -17,6 +17,8 @@ _ARM_INSTANCE_TYPE = re.compile(r"^[a-z]+\d+g[a-z]*\.")
 
 ROOT_VOLUME_GIB = 20
 
+FIRST_BOOT_ONLY = ["ami", "key_name", "user_data"]
+
 
 def debian_architecture(instance_type: str) -> str:
     """Return the Debian architecture name of an instance type: arm64 or amd64."""
@@ -80,7 +82,8 @@ def create_aws_host(
         opts=pulumi.InvokeOutputOptions(parent=parent),
     )
 
-    # A newer Debian AMI must not replace a running host: Ansible keeps the packages current.
+    # The AMI, key pair and user data act at first boot only. A newer Debian AMI, a new key or new
+    # cloud-init must not stop or replace a running host, because Ansible manages it from then on.
     instance = aws.ec2.Instance(
         f"{name}-instance",
         ami=ami.id,
@@ -97,7 +100,7 @@ def create_aws_host(
         tags=tags,
         volume_tags=tags,
         region=region,
-        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["ami"]),
+        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=FIRST_BOOT_ONLY),
     )
 
     elastic_ip = aws.ec2.Eip(

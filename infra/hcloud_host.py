@@ -9,6 +9,10 @@ from infra.hosts import HostOutputs, HostSpec, relative_name
 
 DEBIAN_IMAGE = "debian-12"
 
+# The provider replaces a server when these change, but they act at first boot only. Ansible
+# manages the host from then on, so a new key or new cloud-init must not destroy a frontend.
+FIRST_BOOT_ONLY = ["ssh_keys", "user_data"]
+
 
 def _firewall_rules(spec: HostSpec) -> list[hcloud.FirewallRuleArgs]:
     # Without any "out" rule hcloud allows all outbound traffic, which apt and ACME need.
@@ -78,7 +82,7 @@ def create_hcloud_host(
         ],
         user_data=spec.user_data,
         labels=labels,
-        opts=child,
+        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=FIRST_BOOT_ONLY),
     )
 
     for dns_name in spec.dns_names:

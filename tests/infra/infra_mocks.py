@@ -65,10 +65,11 @@ class RecordedResource:
     outputs: dict[str, Any]
     parent: Optional[str] = None
     urn: Optional[str] = None
+    ignore_changes: tuple[str, ...] = ()
 
 
 class RecordingMonitor(MockMonitor):
-    """MockMonitor that also records each resource's parent URN and each register_outputs call."""
+    """MockMonitor that also records each resource's parent, ignored changes and register_outputs call."""
 
     def __init__(self, mocks: "FleetMocks"):
         super().__init__(mocks)
@@ -81,6 +82,7 @@ class RecordingMonitor(MockMonitor):
             recorded = self.fleet_mocks.named(request.name)
             recorded.parent = request.parent or None
             recorded.urn = response.urn
+            recorded.ignore_changes = tuple(request.ignoreChanges)
         return response
 
     def RegisterResourceOutputs(self, request):

@@ -177,6 +177,16 @@ def test_aws_instances_hardened(example_runs):
         assert instance.inputs["keyName"] == "printer-fleet-us-east-admin"
 
 
+@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+def test_first_boot_inputs_never_replace(example_runs, stack):
+    _, mocks = example_runs[stack]
+
+    for server in mocks.of_type(HCLOUD_SERVER):
+        assert sorted(server.ignore_changes) == ["sshKeys", "userData"]
+    for instance in mocks.of_type(AWS_INSTANCE):
+        assert sorted(instance.ignore_changes) == ["ami", "keyName", "userData"]
+
+
 # --- firewall ------------------------------------------------------------------------------------
 
 
