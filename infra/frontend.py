@@ -20,12 +20,18 @@ from infra.hosts import (
 
 ROLE = "zrok-frontend"
 
-# The public ports of a frontend. The zrok controller API and the public shares both go through
-# 443, so no other port than these and SSH from the admin networks is open.
+# The public ports of a frontend. SSH from the admin networks is the only other open port. The zrok
+# controller API and the public shares share 443. zrok clients (the printers' agents) also talk to
+# the OpenZiti controller's edge client API directly, to authenticate the identity that
+# `zrok2 enable` gave them, and then dial the edge router. Both ports are the zrok_frontend role's
+# defaults (zrok_frontend_ziti_controller_port, zrok_frontend_ziti_router_port).
+ZITI_CONTROLLER_PORT = 1280
+ZITI_ROUTER_PORT = 3022
 FRONTEND_PUBLIC_PORTS = (
     IngressRule(80, "HTTP for ACME challenges and redirects to HTTPS", WORLD),
     IngressRule(443, "HTTPS: public shares and the zrok controller API", WORLD),
-    IngressRule(3022, "OpenZiti edge router, dialled by zrok shares", WORLD),
+    IngressRule(ZITI_CONTROLLER_PORT, "OpenZiti controller edge API for zrok clients", WORLD),
+    IngressRule(ZITI_ROUTER_PORT, "OpenZiti edge router, dialled by zrok shares", WORLD),
 )
 
 

@@ -205,6 +205,7 @@ def test_hcloud_frontend_firewall_rules(example_runs, stack, frontend, admin):
     assert hcloud_rules(firewall) == sorted(
         [
             ("in", "tcp", "22", sorted(admin)),
+            ("in", "tcp", "1280", WORLD),
             ("in", "tcp", "3022", WORLD),
             ("in", "tcp", "443", WORLD),
             ("in", "tcp", "80", WORLD),
@@ -246,6 +247,7 @@ def test_aws_frontend_security_group_rules(example_runs, frontend):
             ("tcp", 22, 22, US_ADMIN, []),
             ("tcp", 80, 80, ["0.0.0.0/0"], ["::/0"]),
             ("tcp", 443, 443, ["0.0.0.0/0"], ["::/0"]),
+            ("tcp", 1280, 1280, ["0.0.0.0/0"], ["::/0"]),
             ("tcp", 3022, 3022, ["0.0.0.0/0"], ["::/0"]),
         ]
     )
