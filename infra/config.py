@@ -459,10 +459,10 @@ def _read_control_server(
         )
 
     port = reader.integer("controlServerPort", DEFAULT_CONTROL_SERVER_PORT)
-    if port is not None and (not 1 <= port <= 65535 or port in (22, 80)):
+    if port is not None and (not 1 <= port <= 65535 or port == 22):
         reader.add(
             "controlServerPort",
-            f"must be a TCP port other than 22 and 80, got {port}",
+            f"must be a TCP port from 1 to 65535 other than 22, got {port}",
             f"pulumi config set {PROJECT}:controlServerPort {DEFAULT_CONTROL_SERVER_PORT}",
         )
 

@@ -57,10 +57,9 @@ class ControlServerHost(pulumi.ComponentResource):
         self.host_name = name
         self.url = f"https://{args.domain}:{args.port}"
 
-        # Printers enroll and heartbeat from anywhere, so the HTTPS port is open to the world.
-        # Port 80 serves ACME HTTP-01 challenges for its certificate.
+        # Printers enroll and heartbeat from anywhere, so the HTTPS port is open to the world. The
+        # control server gets its certificate as files from Ansible, so port 80 stays closed.
         ingress = (
-            IngressRule(80, "HTTP for ACME challenges", WORLD),
             IngressRule(
                 args.port, "HTTPS: control server API for printers and operators", WORLD
             ),

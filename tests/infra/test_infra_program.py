@@ -220,7 +220,6 @@ def test_hcloud_control_server_firewall_rules(example_runs):
     assert hcloud_rules(firewall) == sorted(
         [
             ("in", "tcp", "22", sorted(EU_ADMIN)),
-            ("in", "tcp", "80", WORLD),
             ("in", "tcp", "8443", WORLD),
         ]
     )

@@ -146,7 +146,7 @@ INVALID_CONFIGS = [
         "control port ssh",
         {"controlServer": True, "controlServerPort": 22},
         "controlServerPort",
-        "other than 22 and 80",
+        "other than 22, got 22",
     ),
     (
         "control domain outside zone",
