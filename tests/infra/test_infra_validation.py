@@ -288,3 +288,34 @@ def test_defaults_applied():
     assert config.admin_user == "ansible"
     assert config.dns_ttl == 300
     assert config.control_server is None
+
+
+def test_fleet_name_in_labels_and_key():
+    _, mocks = run_program("validation", base_config(fleetName="lab-fleet"))
+
+    (key,) = mocks.of_type("hcloud:index/sshKey:SshKey")
+    assert key.inputs["name"] == "lab-fleet-eu-central-admin"
+    for resource in mocks.resources:
+        if resource.typ.startswith("hcloud:"):
+            assert resource.inputs["labels"]["fleet"] == "lab-fleet"
+
+
+def test_aws_existing_key_pair_reused():
+    config = base_config(
+        provider="aws", location="eu-west-1", serverType="t3.small", sshKeyName="ops-key"
+    )
+
+    _, mocks = run_program("validation", config)
+
+    assert mocks.of_type("aws:ec2/keyPair:KeyPair") == []
+    (instance,) = mocks.of_type("aws:ec2/instance:Instance")
+    assert instance.inputs["keyName"] == "ops-key"
+    assert instance.inputs["region"] == "eu-west-1"
+
+
+def test_dns_ttl_applied():
+    _, mocks = run_program("validation", base_config(dnsTtl=3600))
+
+    records = mocks.of_type("hcloud:index/zoneRrset:ZoneRrset")
+    assert len(records) == 4
+    assert {record.inputs["ttl"] for record in records} == {3600}
