@@ -441,7 +441,7 @@ def _fits_hcloud_label(value: str) -> bool:
 def _read_control_server(
     reader: _ConfigReader, provider: str, server_type: str, dns_zone: str
 ) -> ControlServerPlan:
-    """Read the controlServer* keys of the stack that holds the control server."""
+    """Read the controlServer* keys of the stack that contains the control server."""
     name = reader.text("controlServerName") or DEFAULT_CONTROL_SERVER_NAME
     if not _NAME.match(name):
         reader.add(

@@ -59,7 +59,7 @@ class ZrokFrontend(pulumi.ComponentResource):
     """A Debian 12 host for one zrok instance, with its firewall, stable IPs and DNS names.
 
     DNS: `api.<share domain>` for the zrok controller API and `*.<share domain>` for the public
-    URLs of the shares the instance holds.
+    URLs of the shares the instance serves.
     """
 
     ipv4: pulumi.Output[str]
