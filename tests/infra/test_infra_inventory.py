@@ -394,3 +394,18 @@ def test_module_entry_point(tmp_path):
     assert (tmp_path / "us-east.yml").read_text() == (
         EXPECTED / "us-east.yml"
     ).read_text()
+
+
+def test_control_server_only_stack(tmp_path):
+    data = dict(recorded("eu-central"), frontends=[])
+    path = tmp_path / "control.json"
+    path.write_text(json.dumps(data))
+
+    generate([StackSource("control", path)], output_dir=tmp_path / "out")
+
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    manager = InventoryManager(loader=DataLoader(), sources=[str(tmp_path / "out")])
+    assert manager.groups["zrok_frontends"].get_hosts() == []
+    assert [host.name for host in manager.groups["control_servers"].get_hosts()] == ["control-1"]
