@@ -1,0 +1,144 @@
+"""REST routes. Handlers only authenticate, validate and call services.fleet; errors are raised as
+controlserver.errors exceptions and turned into JSON by the handlers in api.app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from controlserver import metrics
+from controlserver.api import schemas
+from controlserver.core.security import token_matches
+from controlserver.errors import AuthenticationFailed, NotReady
+from controlserver.services.fleet import Fleet
+
+router = APIRouter()
+bearer_scheme = HTTPBearer(auto_error=False, description="admin, enrollment or printer token")
+
+ERRORS = {
+    400: {"model": schemas.ErrorBody}, 401: {"model": schemas.ErrorBody}, 403: {"model": schemas.ErrorBody},
+    404: {"model": schemas.ErrorBody}, 409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody},
+    422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody},
+}
+
+
+def get_fleet(request: Request) -> Fleet:
+    return request.app.state.fleet
+
+
+def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> str:
+    if credentials is None or not credentials.credentials:
+        raise AuthenticationFailed("missing bearer token: send `Authorization: Bearer <token>`")
+    return credentials.credentials
+
+
+def require_admin(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
+    if not token_matches(token, request.app.state.admin_token_hash):
+        raise AuthenticationFailed("the bearer token is not the admin token: use FLEET_ADMIN_TOKEN")
+
+
+FleetDep = Annotated[Fleet, Depends(get_fleet)]
+BearerDep = Annotated[str, Depends(bearer_token)]
+PrinterId = Annotated[str, Path(pattern=schemas.PRINTER_ID_PATTERN)]
+admin_only = [Depends(require_admin)]
+
+
+# -- printers ----------------------------------------------------------------------------------
+
+@router.post("/v1/printers/register", response_model=schemas.RegisterResponse, responses=ERRORS,
+             tags=["printers"], response_model_exclude_none=True)
+def register_printer(body: schemas.RegisterRequest, fleet: FleetDep, token: BearerDep):
+    """Enroll (enrollment token) or re-register (printer token) a printer and return its assignment."""
+    return fleet.register(token, body)
+
+
+@router.post("/v1/printers/{printer_id}/heartbeat", response_model=schemas.HeartbeatResponse,
+             responses=ERRORS, tags=["printers"])
+def heartbeat(printer_id: PrinterId, body: schemas.HeartbeatRequest, fleet: FleetDep, token: BearerDep):
+    """Record the agent's state and tell it to stay, move or restart its share."""
+    return fleet.heartbeat(token, printer_id, body)
+
+
+@router.get("/v1/printers", response_model=schemas.PrinterList, responses=ERRORS, tags=["admin"],
+            dependencies=admin_only)
+def list_printers(
+    fleet: FleetDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=63, description="printer id to continue after")] = None,
+    frontend: Annotated[str | None, Query(max_length=128)] = None,
+):
+    return fleet.list_printers(limit, after, frontend)
+
+
+@router.get("/v1/printers/{printer_id}", response_model=schemas.PrinterAccess, responses=ERRORS,
+            tags=["admin"], dependencies=admin_only)
+def get_printer(printer_id: PrinterId, fleet: FleetDep):
+    """Return a printer with its public URL and the credentials to reach it."""
+    return fleet.get_printer(printer_id)
+
+
+@router.delete("/v1/printers/{printer_id}", status_code=204, responses=ERRORS, tags=["admin"],
+               dependencies=admin_only)
+def delete_printer(printer_id: PrinterId, fleet: FleetDep):
+    """Forget a printer, e.g. after its hardware was replaced; it can enroll again."""
+    fleet.delete_printer(printer_id)
+    return Response(status_code=204)
+
+
+# -- enrollment and frontends ------------------------------------------------------------------
+
+@router.post("/v1/enrollment-tokens", response_model=schemas.EnrollmentTokenResponse, responses=ERRORS,
+             tags=["admin"], dependencies=admin_only)
+def create_enrollment_token(fleet: FleetDep, body: schemas.EnrollmentTokenRequest | None = None):
+    return fleet.create_enrollment_token(body or schemas.EnrollmentTokenRequest())
+
+
+@router.get("/v1/frontends", response_model=schemas.FrontendList, responses=ERRORS, tags=["admin"],
+            dependencies=admin_only)
+def list_frontends(fleet: FleetDep):
+    return fleet.list_frontends()
+
+
+@router.post("/v1/frontends/{name}/drain", response_model=schemas.FrontendView, responses=ERRORS,
+             tags=["admin"], dependencies=admin_only)
+def drain_frontend(name: Annotated[str, Path(max_length=128)], fleet: FleetDep):
+    """Stop assigning printers to the frontend and move its printers away in batches."""
+    return fleet.set_draining(name, True)
+
+
+@router.post("/v1/frontends/{name}/undrain", response_model=schemas.FrontendView, responses=ERRORS,
+             tags=["admin"], dependencies=admin_only)
+def undrain_frontend(name: Annotated[str, Path(max_length=128)], fleet: FleetDep):
+    """Let the frontend take printers again; printers moved away stay where they are."""
+    return fleet.set_draining(name, False)
+
+
+# -- service endpoints -------------------------------------------------------------------------
+
+@router.get("/healthz", tags=["service"])
+async def healthz():
+    """Return 200 while the process serves requests; it checks nothing else."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["service"], responses={503: {"model": schemas.ErrorBody}})
+def readyz(request: Request, fleet: FleetDep):
+    """Return 200 when the database answers and an inventory is loaded."""
+    try:
+        with fleet.db.read() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise NotReady(f"the database does not answer ({type(exc).__name__}): check the database URL") from None
+    inventory = request.app.state.inventory
+    return {"status": "ready", "frontends": len(inventory.frontends), "inventory_error": inventory.last_error,
+            "monitor_leader": request.app.state.monitor.is_leader if request.app.state.monitor else False}
+
+
+@router.get("/metrics", tags=["service"])
+def prometheus_metrics():
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
