@@ -62,7 +62,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self.read_counts is None:
             return
-        per_state, frontends = self.read_counts()
+        per_state, frontends, pooled = self.read_counts()
 
         printers = GaugeMetricFamily("fleet_printers", "Printers by assigned frontend and share state.",
                                      labels=["frontend", "share_state"])
@@ -80,6 +80,12 @@ class FleetCollector(Collector):
             assigned.add_metric([row.name], row.assigned)
             capacity.add_metric([row.name], row.capacity if row.in_inventory else 0)
         yield from (healthy, draining, assigned, capacity)
+
+        pool = GaugeMetricFamily("fleet_zrok_account_pool", "Unclaimed zrok accounts made ahead of demand.",
+                                 labels=["frontend"])
+        for row in frontends:
+            pool.add_metric([row.name], pooled.get(row.name, 0))
+        yield pool
 
     def describe(self) -> list:
         return []

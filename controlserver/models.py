@@ -137,3 +137,15 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PooledZrokAccount(Base):
+    """A zrok account created ahead of demand; assigning a printer to the frontend claims one."""
+
+    __tablename__ = "zrok_account_pool"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    frontend: Mapped[str] = mapped_column(String(128), index=True)
+    email: Mapped[str] = mapped_column(String(255))
+    account_token: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -108,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            app.state.db_executor.shutdown(wait=True)
             db.dispose()
             log.info("control server stopped")
 
@@ -121,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.inventory = inventory
     app.state.admin_token_hash = hash_token(admin_token)
     app.state.monitor = Monitor(fleet) if settings.monitor_enabled else None
+    app.state.db_executor = ThreadPoolExecutor(max_workers=1 if db.is_sqlite else 16, thread_name_prefix="database")
     app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)

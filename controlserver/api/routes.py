@@ -3,7 +3,11 @@ controlserver.errors exceptions and turned into JSON by the handlers in api.app.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Annotated
+
+import anyio
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,19 +30,41 @@ ERRORS = {
 }
 
 
-def get_fleet(request: Request) -> Fleet:
+# Dependencies are `async def` because FastAPI runs plain `def` dependencies in a worker thread,
+# which costs more than the dependency itself.
+async def get_fleet(request: Request) -> Fleet:
     return request.app.state.fleet
 
 
-def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> str:
+async def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> str:
     if credentials is None or not credentials.credentials:
         raise AuthenticationFailed("missing bearer token: send `Authorization: Bearer <token>`")
     return credentials.credentials
 
 
-def require_admin(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
+async def require_admin(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
     if not token_matches(token, request.app.state.admin_token_hash):
         raise AuthenticationFailed("the bearer token is not the admin token: use FLEET_ADMIN_TOKEN")
+
+
+async def _in_database(request: Request, function, *args):
+    """Run a blocking database call on the database executor (one thread on SQLite, whose writes
+    are serialized anyway, so requests queue there instead of contending for the write lock)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app.state.db_executor, functools.partial(function, *args))
+
+
+async def _maybe_in_thread(needed: bool, function, *args):
+    """Run `function` in a worker thread when it may block on the zrok admin API."""
+    if needed:
+        return await anyio.to_thread.run_sync(functools.partial(function, *args))
+    return function(*args)
+
+
+def _json(model, **options) -> Response:
+    # Serialize once here: returning the model would make FastAPI validate it a second time
+    # against response_model, which the registration storm showed as a visible cost.
+    return Response(model.model_dump_json(**options), media_type="application/json")
 
 
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
@@ -51,16 +77,22 @@ admin_only = [Depends(require_admin)]
 
 @router.post("/v1/printers/register", response_model=schemas.RegisterResponse, responses=ERRORS,
              tags=["printers"], response_model_exclude_none=True)
-def register_printer(body: schemas.RegisterRequest, fleet: FleetDep, token: BearerDep):
+async def register_printer(request: Request, body: schemas.RegisterRequest, fleet: FleetDep, token: BearerDep):
     """Enroll (enrollment token) or re-register (printer token) a printer and return its assignment."""
-    return fleet.register(token, body)
+    printer_token, assigned = await _in_database(request, fleet.register_in_database, token, body)
+    response = await _maybe_in_thread(assigned.account_token is None, fleet.registration_response,
+                                      body, printer_token, assigned)
+    return _json(response, exclude_none=True)
 
 
 @router.post("/v1/printers/{printer_id}/heartbeat", response_model=schemas.HeartbeatResponse,
              responses=ERRORS, tags=["printers"])
-def heartbeat(printer_id: PrinterId, body: schemas.HeartbeatRequest, fleet: FleetDep, token: BearerDep):
+async def heartbeat(request: Request, printer_id: PrinterId, body: schemas.HeartbeatRequest, fleet: FleetDep,
+                    token: BearerDep):
     """Record the agent's state and tell it to stay, move or restart its share."""
-    return fleet.heartbeat(token, printer_id, body)
+    decision = await _in_database(request, fleet.heartbeat_in_database, token, printer_id, body)
+    response = await _maybe_in_thread(decision.assigned.account_token is None, fleet.heartbeat_response, decision)
+    return _json(response)
 
 
 @router.get("/v1/printers", response_model=schemas.PrinterList, responses=ERRORS, tags=["admin"],

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,11 +57,27 @@ class Database:
             yield session
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Session]:
-        """Open a write transaction that commits on success and rolls back on any exception."""
+    def write_session(self) -> Iterator[Session]:
+        """Open an ORM write transaction that commits on success and rolls back on any exception."""
         lock = self._write_lock or contextlib.nullcontext()
         with lock, self._write_sessions() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """Open a Core write transaction that commits on success and rolls back on any exception.
+
+        The request paths use this one: a Connection costs far less per statement than a Session.
+        """
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, self._write_engine.begin() as connection:
+            yield connection
+
+    def insert_ignoring_conflicts(self, table):
+        """Return `INSERT ... ON CONFLICT DO NOTHING` for the database's dialect."""
+        if self.is_sqlite:
+            return sqlite_insert(table).on_conflict_do_nothing()
+        return postgresql_insert(table).on_conflict_do_nothing()
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""

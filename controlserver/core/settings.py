@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # zrok accounts: one per printer and frontend, e-mail <printer_id>@<domain>.
     zrok_account_email_domain: str = "printers.fleet.invalid"
     zrok_timeout_s: float = Field(default=10.0, gt=0)
+    # Unclaimed accounts the monitor keeps per frontend, so that an enrollment wave needs no
+    # admin API call per printer; 0 creates every account at assignment time.
+    zrok_account_pool_size: int = Field(default=10, ge=0)
     share_auth_username: str = "fleet"
 
     @field_validator("admin_token")

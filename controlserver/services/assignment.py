@@ -25,6 +25,7 @@ class FrontendState:
     draining: bool
     in_inventory: bool
     api_endpoint: str
+    share_domain: str = ""
 
     @property
     def assignable(self) -> bool:

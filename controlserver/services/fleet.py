@@ -9,12 +9,12 @@ PostgreSQL (the UPDATE locks the frontend row and rechecks the condition).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from controlserver import metrics
 from controlserver.api import schemas
@@ -36,36 +36,90 @@ from controlserver.errors import (
     ZrokAccountFailed,
 )
 from controlserver.inventory import FrontendConfig
-from controlserver.models import EnrollmentToken, Frontend, Printer, ZrokAccount, utcnow
+from controlserver.models import EnrollmentToken, Frontend, PooledZrokAccount, Printer, ZrokAccount, utcnow
 from controlserver.services.assignment import FrontendState, Placement, rank
 from controlserver.services.zrok import ZrokAdmin
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_COUNT = 3
+STATES_MAX_AGE_S = 1.0
+
+
+PRINTERS = Printer.__table__
+FRONTENDS = Frontend.__table__
+ENROLLMENT_TOKENS = EnrollmentToken.__table__
+ZROK_ACCOUNTS = ZrokAccount.__table__
+ACCOUNT_POOL = PooledZrokAccount.__table__
+
+# Statements of the request paths, built once: building and hashing a statement per request
+# costs more CPU than SQLite takes to run it.
+SELECT_ACCOUNT = select(ZROK_ACCOUNTS.c.account_token).where(
+    ZROK_ACCOUNTS.c.printer_id == bindparam("b_printer"), ZROK_ACCOUNTS.c.frontend == bindparam("b_frontend"))
+CLAIM_POOLED_ACCOUNT = (
+    delete(ACCOUNT_POOL)
+    .where(ACCOUNT_POOL.c.id == select(func.min(ACCOUNT_POOL.c.id))
+           .where(ACCOUNT_POOL.c.frontend == bindparam("b_frontend")).scalar_subquery())
+    .returning(ACCOUNT_POOL.c.email, ACCOUNT_POOL.c.account_token)
+)
+INSERT_ACCOUNT = insert(ZROK_ACCOUNTS)
+RESERVE_PLACE = (
+    update(FRONTENDS)
+    .where(
+        FRONTENDS.c.name == bindparam("b_frontend"),
+        FRONTENDS.c.assigned < FRONTENDS.c.capacity,
+        FRONTENDS.c.healthy.is_(True),
+        FRONTENDS.c.draining.is_(False),
+        FRONTENDS.c.in_inventory.is_(True),
+    )
+    .values(assigned=FRONTENDS.c.assigned + 1)
+)
+RELEASE_PLACE = update(FRONTENDS).where(FRONTENDS.c.name == bindparam("b_frontend")).values(
+    assigned=FRONTENDS.c.assigned - 1)
+SELECT_ENROLLMENT_TOKEN = select(
+    ENROLLMENT_TOKENS.c.id, ENROLLMENT_TOKENS.c.expires_at, ENROLLMENT_TOKENS.c.max_uses, ENROLLMENT_TOKENS.c.uses,
+).where(ENROLLMENT_TOKENS.c.token_hash == bindparam("b_hash"))
 
 
 @dataclass
-class Registered:
+class AssignedPrinter:
+    """What building an assignment needs, read in the transaction that assigned the printer."""
+
     printer_id: str
-    printer_token: str | None
-    frontend: str
+    share_password: str
+    frontend: FrontendState
+    account_token: str | None
+
+
+@dataclass
+class HeartbeatDecision:
+    action: str
+    reason: str
+    assigned: AssignedPrinter
+    candidates: list[schemas.Candidate]
 
 
 class Fleet:
-    """The fleet's operations on the database, shared by the API and the monitor."""
+    """The fleet's operations on the database, shared by the API and the monitor.
+
+    The request paths (registration, heartbeat) use SQLAlchemy Core statements: the ORM's unit
+    of work costs several times more CPU per request, and these paths carry the fleet's load.
+    """
 
     def __init__(self, db: Database, settings: Settings, zrok: ZrokAdmin) -> None:
         self.db = db
         self.settings = settings
         self.zrok = zrok
+        self._states_cache: tuple[float, dict[str, FrontendState]] | None = None
+        self._insert_printer = db.insert_ignoring_conflicts(PRINTERS)
 
     # -- inventory -------------------------------------------------------------------------
 
     def sync_frontends(self, configs: dict[str, FrontendConfig]) -> None:
         """Store the inventory's frontends; frontends no longer listed keep their row, marked
         out of inventory, so the monitor moves their printers away."""
-        with self.db.write() as session:
+        self.invalidate_frontend_states()
+        with self.db.write_session() as session:
             existing = {f.name: f for f in session.scalars(select(Frontend))}
             for name, config in configs.items():
                 row = existing.get(name)
@@ -74,6 +128,8 @@ class Fleet:
                                    consecutive_failures=0, consecutive_successes=0)
                     session.add(row)
                     log.info("frontend added", extra={"frontend": name, "region": config.region})
+                elif not row.in_inventory:
+                    log.info("frontend back in inventory", extra={"frontend": name})
                 row.region = config.region
                 row.location = config.location
                 row.latitude = config.latitude
@@ -82,8 +138,6 @@ class Fleet:
                 row.api_endpoint = config.api_endpoint
                 row.share_domain = config.share_domain
                 row.health_url = config.health_url
-                if not row.in_inventory:
-                    log.info("frontend back in inventory", extra={"frontend": name})
                 row.in_inventory = True
             for name, row in existing.items():
                 if name not in configs and row.in_inventory:
@@ -99,7 +153,7 @@ class Fleet:
         token = new_token(ENROLLMENT_TOKEN_PREFIX)
         now = utcnow()
         expires_at = now + timedelta(seconds=request.expires_in_s) if request.expires_in_s else None
-        with self.db.write() as session:
+        with self.db.write_session() as session:
             session.add(EnrollmentToken(
                 token_hash=hash_token(token), description=request.description, created_at=now,
                 expires_at=expires_at, max_uses=request.max_uses, uses=0,
@@ -111,57 +165,116 @@ class Fleet:
 
     def register(self, bearer: str, request: schemas.RegisterRequest) -> schemas.RegisterResponse:
         """Enroll or re-register a printer and return its assignment, creating its zrok account."""
-        token_hash = hash_token(bearer)
-        registered = self._register_in_database(token_hash, request)
-        assignment = self.assignment_for(registered.printer_id, registered.frontend)
+        printer_token, assigned = self.register_in_database(bearer, request)
+        return self.registration_response(request, printer_token, assigned)
+
+    def registration_response(self, request: schemas.RegisterRequest, printer_token: str | None,
+                              assigned: AssignedPrinter) -> schemas.RegisterResponse:
+        """Build the answer to a registration; this calls the zrok admin API if no account is at hand."""
         return schemas.RegisterResponse(
-            printer_id=registered.printer_id,
-            printer_token=registered.printer_token,
-            assignment=assignment,
+            printer_id=request.printer_id,
+            printer_token=printer_token,
+            assignment=self.assignment(assigned),
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
         )
 
-    def _register_in_database(self, token_hash: str, request: schemas.RegisterRequest) -> Registered:
-        now = utcnow()
-        printer_token: str | None = None
-
-        with self.db.write() as session:
-            # The lookup by hash is an index search; the token is 256 random bits, so its hash
-            # gives an attacker nothing to time.
-            printer = session.scalar(select(Printer).where(Printer.token_hash == token_hash))
-            if printer is not None:
-                if printer.id != request.printer_id:
-                    raise Forbidden(
-                        f"this printer token belongs to printer {printer.id}, not {request.printer_id}: "
-                        "a printer may only register itself"
-                    )
-                self._check_hardware(printer, request)
-            else:
-                enrollment = self._use_enrollment_token(session, token_hash, now)
-                printer = session.get(Printer, request.printer_id)
-                printer_token = new_token(PRINTER_TOKEN_PREFIX)
-                if printer is None:
-                    printer = self._enroll(session, request, printer_token, now)
-                    self._count_enrollment_use(session, enrollment)
-                    log.info("printer enrolled", extra={"printer": printer.id})
-                else:
-                    # Same machine enrolling again, e.g. after losing its printer token.
-                    self._check_hardware(printer, request)
-                    printer.token_hash = hash_token(printer_token)
-                    log.info("printer re-enrolled with a new printer token", extra={"printer": printer.id})
-
-            self._update_printer_details(printer, request, now)
-            self._ensure_assigned(session, printer, now)
-            frontend = printer.frontend
-
-        return Registered(printer_id=request.printer_id, printer_token=printer_token, frontend=frontend)
-
-    def _use_enrollment_token(self, session: Session, token_hash: str, now: datetime) -> EnrollmentToken:
-        enrollment = session.scalar(select(EnrollmentToken).where(EnrollmentToken.token_hash == token_hash))
-        if enrollment is None:
+    def register_in_database(self, bearer: str, request: schemas.RegisterRequest) -> tuple[str | None, AssignedPrinter]:
+        """Authenticate and assign the printer; return its new printer token (first enrollment only)."""
+        if bearer.startswith(PRINTER_TOKEN_PREFIX):
+            printer_token, assigned = None, self._register_known(hash_token(bearer), request)
+        elif bearer.startswith(ENROLLMENT_TOKEN_PREFIX):
+            printer_token, assigned = self._register_enrollment(hash_token(bearer), request)
+        else:
             raise AuthenticationFailed(
                 "the bearer token is not a valid enrollment or printer token: "
                 "ask the operator for a current enrollment token"
+            )
+        return printer_token, assigned
+
+    def _register_known(self, token_hash: str, request: schemas.RegisterRequest) -> AssignedPrinter:
+        """Register a printer with its own printer token; it keeps its frontend while that is usable."""
+        now = utcnow()
+        with self.db.write() as connection:
+            # The lookup by hash is an index search; the token is 256 random bits, so its hash
+            # gives an attacker nothing to time.
+            printer = connection.execute(_printer_columns().where(PRINTERS.c.token_hash == token_hash)).first()
+            if printer is None:
+                raise AuthenticationFailed(
+                    "the bearer token is not a valid printer token: register again with an enrollment token"
+                )
+            if printer.id != request.printer_id:
+                raise Forbidden(
+                    f"this printer token belongs to printer {printer.id}, not {request.printer_id}: "
+                    "a printer may only register itself"
+                )
+            self._check_hardware(printer, request)
+            return self._register_existing(connection, printer, request, now)
+
+    def _register_enrollment(self, token_hash: str, request: schemas.RegisterRequest) -> tuple[str, AssignedPrinter]:
+        """Enroll a new printer, or re-enroll the same machine, with an enrollment token."""
+        now = utcnow()
+        printer_token = new_token(PRINTER_TOKEN_PREFIX)
+        with self.db.write() as connection:
+            enrollment = self._check_enrollment_token(connection, token_hash, now)
+
+            # Reserve a place first and insert the printer with it: one statement each, which
+            # matters when thousands of printers enroll at once.
+            placement = Placement(request.latitude, request.longitude, request.region)
+            states = self._frontend_states(connection)
+            frontend = self._reserve(connection, placement, states, frozenset(), "new")
+            share_password = new_password()
+            row = dict.fromkeys(("latitude", "longitude", "region", "agent_version", "moonraker_version",
+                                 "moonraker_api_key"))
+            row.update(_details(request))
+            row.update(
+                id=request.printer_id, hardware_id=request.hardware_id, token_hash=hash_token(printer_token),
+                share_password=share_password, frontend=frontend, assigned_at=now if frontend else None,
+                move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
+                probe_failures=0, restart_share=False,
+            )
+            inserted = connection.execute(self._insert_printer, row).rowcount == 1
+
+            if inserted and frontend is None:
+                raise CapacityExhausted(
+                    "capacity is exhausted: every healthy frontend is full or draining; "
+                    "add frontends or raise fleet_capacity, then retry"
+                )
+            if inserted:
+                if enrollment.max_uses is not None:
+                    self._count_enrollment_use(connection, enrollment)
+                account_token = self._claim_pooled_account(connection, request.printer_id, frontend)
+                log.info("printer enrolled", extra={"printer": request.printer_id, "frontend": frontend})
+                return printer_token, AssignedPrinter(request.printer_id, share_password, states[frontend],
+                                                      account_token)
+
+            # The id exists: give back the reserved place and treat this as a re-enrollment.
+            if frontend is not None:
+                self._release(connection, frontend, states)
+            printer = connection.execute(_printer_columns().where(PRINTERS.c.id == request.printer_id)).first()
+            self._check_hardware(printer, request)
+            connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
+                               .values(token_hash=hash_token(printer_token)))
+            log.info("printer re-enrolled with a new printer token", extra={"printer": printer.id})
+            return printer_token, self._register_existing(connection, printer, request, now)
+
+    def _register_existing(self, connection: Connection, printer, request: schemas.RegisterRequest, now: datetime) -> AssignedPrinter:
+        connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
+                           .values(registered_at=now, **_details(request)))
+        placement = Placement(
+            request.latitude if request.latitude is not None else printer.latitude,
+            request.longitude if request.longitude is not None else printer.longitude,
+            request.region if request.region is not None else printer.region,
+            printer.latency_ms,
+        )
+        states = self._frontend_states(connection)
+        frontend = self._ensure_assigned(connection, printer.id, printer.frontend, placement, states, now)
+        return self._assigned_printer(connection, printer.id, printer.share_password, states[frontend])
+
+    def _check_enrollment_token(self, connection: Connection, token_hash: str, now: datetime):
+        enrollment = connection.execute(SELECT_ENROLLMENT_TOKEN, {"b_hash": token_hash}).first()
+        if enrollment is None:
+            raise AuthenticationFailed(
+                "the bearer token is not a valid enrollment token: ask the operator for a current one"
             )
         if enrollment.expires_at is not None and enrollment.expires_at <= now:
             raise AuthenticationFailed(
@@ -176,13 +289,14 @@ class Fleet:
         return enrollment
 
     @staticmethod
-    def _count_enrollment_use(session: Session, enrollment: EnrollmentToken) -> None:
-        # Conditional, so two concurrent enrollments cannot both take the last use.
-        condition = EnrollmentToken.id == enrollment.id
+    def _count_enrollment_use(connection: Connection, enrollment) -> None:
+        # Conditional, so two concurrent enrollments cannot both take the last use. Uses are
+        # counted only for tokens with max_uses, to spare the statement in enrollment storms.
+        condition = ENROLLMENT_TOKENS.c.id == enrollment.id
         if enrollment.max_uses is not None:
-            condition = condition & (EnrollmentToken.uses < EnrollmentToken.max_uses)
-        result = session.execute(
-            update(EnrollmentToken).where(condition).values(uses=EnrollmentToken.uses + 1)
+            condition = condition & (ENROLLMENT_TOKENS.c.uses < ENROLLMENT_TOKENS.c.max_uses)
+        result = connection.execute(
+            update(ENROLLMENT_TOKENS).where(condition).values(uses=ENROLLMENT_TOKENS.c.uses + 1)
         )
         if result.rowcount != 1:
             raise AuthenticationFailed(
@@ -191,7 +305,7 @@ class Fleet:
             )
 
     @staticmethod
-    def _check_hardware(printer: Printer, request: schemas.RegisterRequest) -> None:
+    def _check_hardware(printer, request: schemas.RegisterRequest) -> None:
         if printer.hardware_id != request.hardware_id:
             log.warning(
                 "registration rejected: printer id enrolled from another machine",
@@ -203,146 +317,162 @@ class Fleet:
                 "delete the old printer with the admin API if the hardware was replaced"
             )
 
-    def _enroll(self, session: Session, request: schemas.RegisterRequest, printer_token: str, now: datetime) -> Printer:
-        printer = Printer(
-            id=request.printer_id, hardware_id=request.hardware_id, token_hash=hash_token(printer_token),
-            share_password=new_password(), enrolled_at=now, registered_at=now, probe_failures=0,
-            restart_share=False,
-        )
-        session.add(printer)
-        try:
-            session.flush()
-        except IntegrityError:
-            # Only reachable on PostgreSQL, where two first enrollments of one id can race.
-            raise PrinterIdConflict(
-                f"printer id {request.printer_id} is being enrolled by another request: retry later"
-            ) from None
-        return printer
+    def _ensure_assigned(
+        self,
+        connection: Connection,
+        printer_id: str,
+        current_name: str | None,
+        placement: Placement,
+        states: dict[str, FrontendState],
+        now: datetime,
+    ) -> str:
+        """Keep the printer's frontend unless it is unhealthy, draining or gone; return the frontend."""
+        current = states.get(current_name) if current_name else None
+        if current is not None and _usable(current):
+            return current.name
 
-    @staticmethod
-    def _update_printer_details(printer: Printer, request: schemas.RegisterRequest, now: datetime) -> None:
-        printer.registered_at = now
-        if request.latitude is not None and request.longitude is not None:
-            printer.latitude, printer.longitude = request.latitude, request.longitude
-        if request.region is not None:
-            printer.region = request.region
-        if request.agent_version is not None:
-            printer.agent_version = request.agent_version
-        if request.moonraker_version is not None:
-            printer.moonraker_version = request.moonraker_version
-        if request.moonraker_api_key is not None:
-            printer.moonraker_api_key = request.moonraker_api_key
-
-    def _ensure_assigned(self, session: Session, printer: Printer, now: datetime) -> None:
-        """Keep the printer's frontend unless it is unhealthy, draining or gone."""
-        states = self._frontend_states(session)
-        current = states.get(printer.frontend) if printer.frontend else None
-        if current is not None and current.in_inventory and current.healthy and not current.draining:
-            return
-
-        reason = "new" if printer.frontend is None else _why_leave(current)
-        chosen = self._assign(session, printer, states, reason, now)
-        if chosen is None and current is not None:
+        reason = "new" if current_name is None else _why_leave(current)
+        chosen = self._move(connection, printer_id, current_name, placement, states, reason, now)
+        if chosen is not None:
+            return chosen
+        if current is not None:
             log.warning(
                 "printer stays on its frontend: no other frontend has capacity",
-                extra={"printer": printer.id, "frontend": current.name, "reason": reason},
+                extra={"printer": printer_id, "frontend": current.name, "reason": reason},
             )
-            return
-        if chosen is None:
-            raise CapacityExhausted(
-                "capacity is exhausted: every healthy frontend is full or draining; "
-                "add frontends or raise fleet_capacity, then retry"
-            )
+            return current.name
+        raise CapacityExhausted(
+            "capacity is exhausted: every healthy frontend is full or draining; "
+            "add frontends or raise fleet_capacity, then retry"
+        )
 
-    def _assign(
+    def _reserve(
         self,
-        session: Session,
-        printer: Printer,
+        connection: Connection,
+        placement: Placement,
+        states: dict[str, FrontendState],
+        exclude: frozenset[str],
+        reason: str,
+    ) -> str | None:
+        """Take one place on the best frontend with room and return its name, or None if all are full.
+
+        The conditional UPDATE is the capacity check: it reserves a place only while
+        `assigned < capacity` holds in the database, whatever the snapshot in `states` says.
+        """
+        for candidate in rank(list(states.values()), placement, self.settings.load_weight_ms, exclude):
+            reserved = connection.execute(RESERVE_PLACE, {"b_frontend": candidate.name})
+            if reserved.rowcount == 1:
+                states[candidate.name] = replace(candidate, assigned=candidate.assigned + 1)
+                metrics.ASSIGNMENTS.labels(frontend=candidate.name, reason=reason).inc()
+                return candidate.name
+            # The snapshot was stale: the frontend is full or no longer usable.
+            states[candidate.name] = replace(candidate, assigned=candidate.capacity)
+        return None
+
+    @staticmethod
+    def _release(connection: Connection, frontend: str, states: dict[str, FrontendState]) -> None:
+        connection.execute(RELEASE_PLACE, {"b_frontend": frontend})
+        if frontend in states:
+            states[frontend] = replace(states[frontend], assigned=states[frontend].assigned - 1)
+
+    def _move(
+        self,
+        connection: Connection,
+        printer_id: str,
+        previous: str | None,
+        placement: Placement,
         states: dict[str, FrontendState],
         reason: str,
         now: datetime,
     ) -> str | None:
-        """Move `printer` to the best frontend with room and return its name, or None if all are full."""
-        placement = Placement(printer.latitude, printer.longitude, printer.region, printer.latency_ms)
-        exclude = frozenset({printer.frontend}) if printer.frontend else frozenset()
-        for candidate in rank(list(states.values()), placement, self.settings.load_weight_ms, exclude):
-            reserved = session.execute(
-                update(Frontend)
-                .where(
-                    Frontend.name == candidate.name,
-                    Frontend.assigned < Frontend.capacity,
-                    Frontend.healthy.is_(True),
-                    Frontend.draining.is_(False),
-                    Frontend.in_inventory.is_(True),
-                )
-                .values(assigned=Frontend.assigned + 1)
-                .execution_options(synchronize_session=False)
+        """Assign the printer to the best other frontend with room; return its name or None."""
+        exclude = frozenset({previous}) if previous else frozenset()
+        chosen = self._reserve(connection, placement, states, exclude, reason)
+        if chosen is None:
+            return None
+        if previous is not None:
+            self._release(connection, previous, states)
+        connection.execute(
+            update(PRINTERS).where(PRINTERS.c.id == printer_id).values(
+                frontend=chosen, assigned_at=now, move_reason=reason, probe_failures=0, restart_share=False,
             )
-            if reserved.rowcount != 1:
-                continue
+        )
+        if previous is not None:
+            metrics.MOVES.labels(from_frontend=previous, reason=reason).inc()
+            log.info("printer moved", extra={"printer": printer_id, "from_frontend": previous,
+                                             "to_frontend": chosen, "reason": reason})
+        else:
+            log.info("printer assigned", extra={"printer": printer_id, "frontend": chosen})
+        return chosen
 
-            previous = printer.frontend
-            if previous is not None:
-                session.execute(
-                    update(Frontend).where(Frontend.name == previous)
-                    .values(assigned=Frontend.assigned - 1)
-                    .execution_options(synchronize_session=False)
-                )
-            printer.frontend = candidate.name
-            printer.assigned_at = now
-            printer.move_reason = reason
-            printer.probe_failures = 0
-            printer.restart_share = False
-            session.flush()
+    def _frontend_states(self, connection: Connection) -> dict[str, FrontendState]:
+        """Return the frontends as the database had them at most STATES_MAX_AGE_S ago.
 
-            metrics.ASSIGNMENTS.labels(frontend=candidate.name, reason=reason).inc()
-            if previous is not None:
-                metrics.MOVES.labels(from_frontend=previous, reason=reason).inc()
-                log.info("printer moved", extra={"printer": printer.id, "from_frontend": previous,
-                                                 "to_frontend": candidate.name, "reason": reason})
-            else:
-                log.info("printer assigned", extra={"printer": printer.id, "frontend": candidate.name})
-            return candidate.name
-        return None
-
-    def _frontend_states(self, session: Session) -> dict[str, FrontendState]:
-        rows = session.execute(select(
-            Frontend.name, Frontend.region, Frontend.latitude, Frontend.longitude, Frontend.capacity,
-            Frontend.assigned, Frontend.healthy, Frontend.draining, Frontend.in_inventory,
-            Frontend.api_endpoint,
+        The cache saves a query of every frontend per request. It is safe for capacity, because
+        _reserve checks capacity in the database; a frontend marked unhealthy or draining by
+        another replica is avoided for new assignments within STATES_MAX_AGE_S.
+        """
+        cached = self._states_cache
+        if cached is not None and time.monotonic() - cached[0] < STATES_MAX_AGE_S:
+            return cached[1]
+        rows = connection.execute(select(
+            FRONTENDS.c.name, FRONTENDS.c.region, FRONTENDS.c.latitude, FRONTENDS.c.longitude,
+            FRONTENDS.c.capacity, FRONTENDS.c.assigned, FRONTENDS.c.healthy, FRONTENDS.c.draining,
+            FRONTENDS.c.in_inventory, FRONTENDS.c.api_endpoint, FRONTENDS.c.share_domain,
         )).all()
         states = {}
         for row in rows:
-            state = FrontendState(*row)
-            if not self.zrok.has_admin_secret(state.name):
-                # Without the admin secret no account can be made there.
-                state = FrontendState(**{**state.__dict__, "healthy": False})
-            states[state.name] = state
+            # Without the admin secret no account can be made there, so it counts as unhealthy.
+            healthy = bool(row.healthy) and self.zrok.has_admin_secret(row.name)
+            states[row.name] = FrontendState(
+                name=row.name, region=row.region, latitude=row.latitude, longitude=row.longitude,
+                capacity=row.capacity, assigned=row.assigned, healthy=healthy, draining=bool(row.draining),
+                in_inventory=bool(row.in_inventory), api_endpoint=row.api_endpoint,
+                share_domain=row.share_domain,
+            )
+        self._states_cache = (time.monotonic(), states)
         return states
+
+    def invalidate_frontend_states(self) -> None:
+        """Make the next request read the frontends from the database (after health or drain changes)."""
+        self._states_cache = None
 
     # -- assignment objects and zrok accounts ----------------------------------------------
 
-    def assignment_for(self, printer_id: str, frontend_name: str) -> schemas.Assignment:
-        """Build the printer's assignment, creating its zrok account on the frontend if needed."""
-        with self.db.read() as session:
-            printer = session.get(Printer, printer_id)
-            frontend = session.get(Frontend, frontend_name)
-            account = session.get(ZrokAccount, (printer_id, frontend_name))
-        if printer is None or frontend is None:
-            raise NotFound(f"printer {printer_id} is not registered: register it first")
+    def _assigned_printer(self, connection: Connection, printer_id: str, share_password: str,
+                          frontend: FrontendState) -> AssignedPrinter:
+        account_token = connection.scalar(SELECT_ACCOUNT, {"b_printer": printer_id, "b_frontend": frontend.name})
+        if account_token is None:
+            account_token = self._claim_pooled_account(connection, printer_id, frontend.name)
+        return AssignedPrinter(printer_id, share_password, frontend, account_token)
 
-        if account is None:
+    @staticmethod
+    def _claim_pooled_account(connection: Connection, printer_id: str, frontend: str) -> str | None:
+        """Give the printer an account from the frontend's pool; return its token, or None if empty."""
+        claimed = connection.execute(CLAIM_POOLED_ACCOUNT, {"b_frontend": frontend}).first()
+        if claimed is None:
+            return None
+        connection.execute(INSERT_ACCOUNT, {"printer_id": printer_id, "frontend": frontend, "email": claimed.email,
+                                            "account_token": claimed.account_token, "created_at": utcnow()})
+        return claimed.account_token
+
+    def assignment(self, assigned: AssignedPrinter) -> schemas.Assignment:
+        """Build the printer's assignment, creating its zrok account now if none was at hand."""
+        frontend = assigned.frontend
+        account_token = assigned.account_token
+        if account_token is None:
+            email = self.zrok.email_for(assigned.printer_id)
             try:
-                created = self.zrok.create_account(frontend.name, frontend.api_endpoint, printer_id)
+                created = self.zrok.create_account(frontend.name, frontend.api_endpoint, email)
             except ZrokAccountFailed:
                 metrics.ZROK_ACCOUNT_FAILURES.labels(frontend=frontend.name).inc()
                 raise
             metrics.ZROK_ACCOUNTS.labels(frontend=frontend.name).inc()
-            account_token = self._store_account(printer_id, frontend.name, created.email, created.account_token)
-        else:
-            account_token = account.account_token
+            log.info("zrok account created", extra={"printer": assigned.printer_id, "frontend": frontend.name})
+            account_token = self._store_account(assigned.printer_id, frontend.name, created.email,
+                                                created.account_token)
 
-        share_name = share_name_for(printer_id)
+        share_name = share_name_for(assigned.printer_id)
         return schemas.Assignment(
             frontend=frontend.name,
             region=frontend.region,
@@ -351,27 +481,42 @@ class Fleet:
             public_url=f"https://{share_name}.{frontend.share_domain}",
             account_token=account_token,
             share_auth=schemas.ShareAuth(
-                mode="basic", username=self.settings.share_auth_username, password=printer.share_password
+                mode="basic", username=self.settings.share_auth_username, password=assigned.share_password
             ),
         )
 
     def _store_account(self, printer_id: str, frontend: str, email: str, account_token: str) -> str:
-        with self.db.write() as session:
-            existing = session.get(ZrokAccount, (printer_id, frontend))
-            if existing is not None:
-                # A concurrent request of the same printer stored one first; keep that one.
-                return existing.account_token
-            session.add(ZrokAccount(printer_id=printer_id, frontend=frontend, email=email,
-                                    account_token=account_token, created_at=utcnow()))
-        return account_token
+        with self.db.write() as connection:
+            inserted = connection.execute(self.db.insert_ignoring_conflicts(ZROK_ACCOUNTS).values(
+                printer_id=printer_id, frontend=frontend, email=email, account_token=account_token,
+                created_at=utcnow(),
+            )).rowcount == 1
+            if inserted:
+                return account_token
+            # A concurrent request of the same printer stored one first; keep that one.
+            return connection.scalar(
+                select(ZROK_ACCOUNTS.c.account_token)
+                .where(ZROK_ACCOUNTS.c.printer_id == printer_id, ZROK_ACCOUNTS.c.frontend == frontend)
+            )
 
     # -- heartbeats ------------------------------------------------------------------------
 
     def heartbeat(self, bearer: str, printer_id: str, request: schemas.HeartbeatRequest) -> schemas.HeartbeatResponse:
+        """Record the agent's state and answer with the action, the assignment and candidates."""
+        return self.heartbeat_response(self.heartbeat_in_database(bearer, printer_id, request))
+
+    def heartbeat_in_database(self, bearer: str, printer_id: str, request: schemas.HeartbeatRequest) -> HeartbeatDecision:
+        if not bearer.startswith(PRINTER_TOKEN_PREFIX):
+            raise AuthenticationFailed(
+                "the bearer token is not a printer token: send the printer token from the registration"
+            )
         token_hash = hash_token(bearer)
         now = utcnow()
-        with self.db.write() as session:
-            printer = session.scalar(select(Printer).where(Printer.token_hash == token_hash))
+        with self.db.write() as connection:
+            printer = connection.execute(
+                _printer_columns(PRINTERS.c.restart_share, PRINTERS.c.move_reason)
+                .where(PRINTERS.c.token_hash == token_hash)
+            ).first()
             if printer is None:
                 raise AuthenticationFailed(
                     "the bearer token is not a valid printer token: register again with an enrollment token"
@@ -382,26 +527,25 @@ class Fleet:
                     "a printer may only send its own heartbeat"
                 )
 
-            printer.last_heartbeat_at = now
-            printer.reported_frontend = request.frontend
-            printer.share_state = request.share_state
-            printer.share_token = request.share_token
-            printer.moonraker_state = request.moonraker_state
-            printer.klippy_state = request.klippy_state
-            if request.latency_ms:
-                printer.latency_ms = {k: float(v) for k, v in request.latency_ms.items()}
+            latency = {k: float(v) for k, v in request.latency_ms.items()} or printer.latency_ms
+            values = dict(
+                last_heartbeat_at=now, reported_frontend=request.frontend, share_state=request.share_state,
+                share_token=request.share_token, moonraker_state=request.moonraker_state,
+                klippy_state=request.klippy_state, latency_ms=latency,
+            )
             if request.agent_version:
-                printer.agent_version = request.agent_version
+                values["agent_version"] = request.agent_version
 
-            states = self._frontend_states(session)
-            if printer.frontend is None:
-                self._ensure_assigned(session, printer, now)
-            action, reason = self._decide(printer, request, states)
-            if action == "restart_share":
-                printer.restart_share = False
-                printer.probe_failures = 0
+            states = self._frontend_states(connection)
+            placement = Placement(printer.latitude, printer.longitude, printer.region, latency)
             frontend = printer.frontend
-            placement = Placement(printer.latitude, printer.longitude, printer.region, printer.latency_ms)
+            if frontend is None:
+                frontend = self._ensure_assigned(connection, printer_id, None, placement, states, now)
+            action, reason = _decide(frontend, printer.move_reason, printer.restart_share, request, states)
+            if action == "restart_share":
+                values.update(restart_share=False, probe_failures=0)
+            connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer_id).values(**values))
+            assigned = self._assigned_printer(connection, printer_id, printer.share_password, states[frontend])
 
         if action != "stay":
             log.info("heartbeat answered", extra={"printer": printer_id, "frontend": frontend,
@@ -413,25 +557,17 @@ class Fleet:
             for state in rank(list(states.values()), placement, self.settings.load_weight_ms,
                               frozenset({frontend}))[:CANDIDATE_COUNT]
         ]
-        return schemas.HeartbeatResponse(
-            action=action,
-            reason=reason,
-            assignment=self.assignment_for(printer_id, frontend),
-            heartbeat_interval_s=self.settings.heartbeat_interval_s,
-            candidates=candidates,
-        )
+        return HeartbeatDecision(action, reason, assigned, candidates)
 
-    @staticmethod
-    def _decide(printer: Printer, request: schemas.HeartbeatRequest, states: dict[str, FrontendState]) -> tuple[str, str]:
-        if request.frontend != printer.frontend:
-            reason = printer.move_reason or "assigned"
-            return "move", f"assigned to frontend {printer.frontend} ({reason})"
-        if printer.restart_share:
-            return "restart_share", "the public URL of the share failed the outside probe"
-        state = states.get(printer.frontend)
-        if state is not None and not (state.healthy and state.in_inventory and not state.draining):
-            return "stay", f"frontend {printer.frontend} is {_why_leave(state)}; a move is queued"
-        return "stay", ""
+    def heartbeat_response(self, decision: HeartbeatDecision) -> schemas.HeartbeatResponse:
+        """Build the heartbeat answer; this calls the zrok admin API if no account is at hand."""
+        return schemas.HeartbeatResponse(
+            action=decision.action,
+            reason=decision.reason,
+            assignment=self.assignment(decision.assigned),
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            candidates=decision.candidates,
+        )
 
     # -- batched moves ---------------------------------------------------------------------
 
@@ -439,32 +575,83 @@ class Fleet:
         """Move up to move_batch_size printers off unhealthy, draining or removed frontends.
 
         Returns how many moved. Printers move only when they have a reason to; a recovered or
-        new frontend attracts new registrations and moved printers, never a stampede.
+        new frontend takes new registrations and moved printers, but nobody is moved onto it
+        just because it is emptier.
         """
         now = utcnow()
         moved = 0
-        with self.db.write() as session:
-            states = self._frontend_states(session)
-            leaving = [name for name, s in states.items() if not (s.healthy and s.in_inventory and not s.draining)]
+        with self.db.write() as connection:
+            self.invalidate_frontend_states()
+            states = self._frontend_states(connection)
+            leaving = [name for name, state in states.items() if not _usable(state)]
             if not leaving:
                 return 0
-            printers = session.scalars(
-                select(Printer).where(Printer.frontend.in_(leaving))
-                .order_by(Printer.assigned_at, Printer.id).limit(self.settings.move_batch_size)
+            printers = connection.execute(
+                _printer_columns().where(PRINTERS.c.frontend.in_(leaving))
+                .order_by(PRINTERS.c.assigned_at, PRINTERS.c.id).limit(self.settings.move_batch_size)
             ).all()
             for printer in printers:
+                placement = Placement(printer.latitude, printer.longitude, printer.region, printer.latency_ms)
                 reason = _why_leave(states[printer.frontend])
-                chosen = self._assign(session, printer, states, reason, now)
+                chosen = self._move(connection, printer.id, printer.frontend, placement, states, reason, now)
                 if chosen is None:
                     log.warning("moves stopped: no frontend has capacity left",
                                 extra={"count": len(printers) - moved})
                     break
                 moved += 1
-                # Refresh loads so the next printer in this batch sees the new counts.
-                states = self._frontend_states(session)
         if moved:
             log.info("move batch done", extra={"moved": moved})
         return moved
+
+    # -- zrok account pool ----------------------------------------------------------------
+
+    def refill_account_pools(self) -> int:
+        """Create zrok accounts ahead of demand so assignments need no admin API call.
+
+        Each usable frontend gets up to zrok_account_pool_size unclaimed accounts, never more than
+        its free capacity. Returns how many accounts were created. A frontend whose admin API
+        fails is skipped until the next round.
+        """
+        target = self.settings.zrok_account_pool_size
+        if target <= 0:
+            return 0
+        with self.db.read() as session:
+            pooled = dict(session.execute(
+                select(ACCOUNT_POOL.c.frontend, func.count()).group_by(ACCOUNT_POOL.c.frontend)).all())
+            frontends = session.execute(select(
+                FRONTENDS.c.name, FRONTENDS.c.api_endpoint, FRONTENDS.c.capacity, FRONTENDS.c.assigned,
+                FRONTENDS.c.healthy, FRONTENDS.c.draining, FRONTENDS.c.in_inventory,
+            )).all()
+
+        created = 0
+        for frontend in frontends:
+            if not (frontend.healthy and frontend.in_inventory and not frontend.draining):
+                continue
+            if not self.zrok.has_admin_secret(frontend.name):
+                continue
+            missing = min(target, max(0, frontend.capacity - frontend.assigned)) - pooled.get(frontend.name, 0)
+            if missing <= 0:
+                continue
+            accounts = []
+            try:
+                for _ in range(missing):
+                    email = self.zrok.pool_email()
+                    accounts.append(self.zrok.create_account(frontend.name, frontend.api_endpoint, email))
+            except ZrokAccountFailed as exc:
+                metrics.ZROK_ACCOUNT_FAILURES.labels(frontend=frontend.name).inc()
+                log.warning("zrok account pool refill failed; retrying next round",
+                            extra={"frontend": frontend.name, "error": exc.message})
+            if accounts:
+                now = utcnow()
+                with self.db.write() as connection:
+                    connection.execute(insert(ACCOUNT_POOL), [
+                        {"frontend": frontend.name, "email": account.email, "account_token": account.account_token,
+                         "created_at": now} for account in accounts])
+                metrics.ZROK_ACCOUNTS.labels(frontend=frontend.name).inc(len(accounts))
+                created += len(accounts)
+        if created:
+            log.info("zrok account pools refilled", extra={"count": created})
+        return created
 
     # -- admin views -----------------------------------------------------------------------
 
@@ -497,7 +684,8 @@ class Fleet:
         )
 
     def delete_printer(self, printer_id: str) -> None:
-        with self.db.write() as session:
+        self.invalidate_frontend_states()
+        with self.db.write_session() as session:
             printer = session.get(Printer, printer_id)
             if printer is None:
                 raise NotFound(f"printer {printer_id} is not registered: check the id with GET /v1/printers")
@@ -516,7 +704,8 @@ class Fleet:
         return schemas.FrontendList(frontends=[self._frontend_view(row) for row in rows])
 
     def set_draining(self, name: str, draining: bool) -> schemas.FrontendView:
-        with self.db.write() as session:
+        self.invalidate_frontend_states()
+        with self.db.write_session() as session:
             row = session.get(Frontend, name)
             if row is None:
                 raise NotFound(f"frontend {name} is not in the inventory: check the name with GET /v1/frontends")
@@ -536,19 +725,64 @@ class Fleet:
             last_probe_error=row.last_probe_error,
         )
 
-    def counts(self) -> tuple[list[tuple[str | None, str | None, int]], list[Frontend]]:
-        """Return printer counts per frontend and share state, and all frontends, for /metrics."""
+    def counts(self) -> tuple[list[tuple[str | None, str | None, int]], list[Frontend], dict[str, int]]:
+        """Return printer counts per frontend and share state, all frontends and the pooled
+        accounts per frontend, for /metrics."""
         with self.db.read() as session:
             per_state = session.execute(
                 select(Printer.frontend, Printer.share_state, func.count()).group_by(Printer.frontend, Printer.share_state)
             ).all()
             frontends = session.scalars(select(Frontend)).all()
-        return [tuple(row) for row in per_state], list(frontends)
+            pooled = dict(session.execute(
+                select(ACCOUNT_POOL.c.frontend, func.count()).group_by(ACCOUNT_POOL.c.frontend)).all())
+        return [tuple(row) for row in per_state], list(frontends), pooled
 
 
 def share_name_for(printer_id: str) -> str:
     # NOTE: a 62- or 63-character printer id gives a share name longer than one DNS label (63).
     return f"p-{printer_id}"
+
+
+def _details(request: schemas.RegisterRequest) -> dict:
+    """Return the optional registration fields that the printer sent."""
+    values = {}
+    if request.latitude is not None and request.longitude is not None:
+        values["latitude"], values["longitude"] = request.latitude, request.longitude
+    for field in ("region", "agent_version", "moonraker_version", "moonraker_api_key"):
+        value = getattr(request, field)
+        if value is not None:
+            values[field] = value
+    return values
+
+
+def _printer_columns(*extra):
+    return select(
+        PRINTERS.c.id, PRINTERS.c.hardware_id, PRINTERS.c.frontend, PRINTERS.c.share_password,
+        PRINTERS.c.latitude, PRINTERS.c.longitude, PRINTERS.c.region, PRINTERS.c.latency_ms, *extra,
+    )
+
+
+def _usable(state: FrontendState) -> bool:
+    return state.in_inventory and state.healthy and not state.draining
+
+
+def _decide(
+    frontend: str,
+    move_reason: str | None,
+    restart_share: bool,
+    request: schemas.HeartbeatRequest,
+    states: dict[str, FrontendState],
+) -> tuple[str, str]:
+    """Choose the heartbeat's action: move if the agent is not on its assigned frontend, restart
+    its share if the outside probe failed, else stay."""
+    if request.frontend != frontend:
+        return "move", f"assigned to frontend {frontend} ({move_reason or 'assigned'})"
+    if restart_share:
+        return "restart_share", "the public URL of the share failed the outside probe"
+    state = states.get(frontend)
+    if state is not None and not _usable(state):
+        return "stay", f"frontend {frontend} is {_why_leave(state)}; a move is queued"
+    return "stay", ""
 
 
 def _why_leave(state: FrontendState | None) -> str:

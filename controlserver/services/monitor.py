@@ -57,6 +57,7 @@ class Monitor:
                     if now >= due["moves"]:
                         due["moves"] = now + settings.move_interval_s
                         await self._run_job("moves", self.move_batch)
+                        await self._run_job("account pool refill", self.refill_account_pools)
                     if now >= due["printers"]:
                         due["printers"] = now + settings.printer_probe_interval_s
                         await self._run_job("printer probes", self.probe_printers)
@@ -90,7 +91,7 @@ class Monitor:
         now = utcnow()
         expires_at = now + timedelta(seconds=self.settings.lease_ttl_s)
         try:
-            with self.fleet.db.write() as session:
+            with self.fleet.db.write_session() as session:
                 lease = session.get(Lease, LEASE_NAME, with_for_update=True)
                 if lease is None:
                     session.add(Lease(name=LEASE_NAME, holder=self.holder, expires_at=expires_at))
@@ -107,7 +108,7 @@ class Monitor:
     def _release_lease(self) -> None:
         if not self.is_leader:
             return
-        with self.fleet.db.write() as session:
+        with self.fleet.db.write_session() as session:
             session.execute(update(Lease).where(Lease.name == LEASE_NAME, Lease.holder == self.holder)
                             .values(expires_at=utcnow()))
         self.is_leader = False
@@ -136,7 +137,8 @@ class Monitor:
     def _record_frontend_results(self, results: dict[str, str | None]) -> None:
         settings = self.settings
         now = utcnow()
-        with self.fleet.db.write() as session:
+        self.fleet.invalidate_frontend_states()
+        with self.fleet.db.write_session() as session:
             for name, error in results.items():
                 row = session.get(Frontend, name)
                 if row is None:
@@ -171,6 +173,9 @@ class Monitor:
 
     async def move_batch(self) -> None:
         await anyio.to_thread.run_sync(self.fleet.move_batch)
+
+    async def refill_account_pools(self) -> None:
+        await anyio.to_thread.run_sync(self.fleet.refill_account_pools)
 
     # -- printers --------------------------------------------------------------------------
 
@@ -211,7 +216,7 @@ class Monitor:
     def _record_printer_results(self, results: dict[str, str | None]) -> None:
         now = utcnow()
         threshold = self.settings.printer_probe_failures
-        with self.fleet.db.write() as session:
+        with self.fleet.db.write_session() as session:
             for printer_id, error in results.items():
                 printer = session.get(Printer, printer_id)
                 if printer is None:

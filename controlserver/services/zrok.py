@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +55,19 @@ class ZrokAdmin:
         return frontend in self._admin_secrets
 
     def email_for(self, printer_id: str) -> str:
+        """Return the e-mail of an account made for one printer."""
         return f"{printer_id}@{self._email_domain}"
 
-    def create_account(self, frontend: str, api_endpoint: str, printer_id: str) -> CreatedAccount:
-        """Create the printer's account on `frontend` and return its token.
+    def pool_email(self) -> str:
+        """Return a fresh e-mail for an account made ahead of demand."""
+        return f"pool-{secrets.token_hex(8)}@{self._email_domain}"
+
+    def create_account(self, frontend: str, api_endpoint: str, email: str) -> CreatedAccount:
+        """Create an account on `frontend` and return its token.
 
         Raises ZrokAccountFailed, with a message free of secrets, when the admin API fails.
         """
         admin = self._client(frontend, api_endpoint)
-        email = self.email_for(printer_id)
         try:
             response = admin.create_account(
                 LoginRequest(email=email, password=new_password()), _request_timeout=self._timeout_s
@@ -77,8 +82,8 @@ class ZrokAdmin:
                     "then the printer's next registration creates it again"
                 ) from None
             raise ZrokAccountFailed(
-                f"zrok admin API of frontend {frontend} rejected account creation for printer "
-                f"{printer_id} (HTTP {exc.status}): check the admin secret in the secrets file"
+                f"zrok admin API of frontend {frontend} rejected creating account {email} "
+                f"(HTTP {exc.status}): check the admin secret in the secrets file"
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ZrokAccountFailed(
@@ -88,10 +93,8 @@ class ZrokAdmin:
 
         token = response.account_token
         if not token:
-            raise ZrokAccountFailed(
-                f"zrok admin API of frontend {frontend} returned no account token for printer {printer_id}"
-            )
-        log.info("zrok account created", extra={"printer": printer_id, "frontend": frontend})
+            raise ZrokAccountFailed(f"zrok admin API of frontend {frontend} returned no token for account {email}")
+        log.debug("zrok account created", extra={"frontend": frontend, "url": email})
         return CreatedAccount(email=email, account_token=token)
 
     def _client(self, frontend: str, api_endpoint: str) -> AdminApi:
