@@ -94,10 +94,17 @@ def create_app(settings: Settings) -> FastAPI:
             raise SystemExit(f"inventory {settings.inventory} is invalid: {inventory.last_error}")
         metrics.FLEET.read_counts = fleet.counts
 
-        tasks = [asyncio.create_task(_watch_inventory(inventory), name="inventory-watch")]
+        tasks = []
+        if settings.watch_inventory:
+            tasks.append(asyncio.create_task(_watch_inventory(inventory), name="inventory-watch"))
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(
-            asyncio.create_task(_reload_in_thread(inventory, "SIGHUP"))))
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(
+                asyncio.create_task(_reload_in_thread(inventory, "SIGHUP"))))
+            sighup = True
+        except (RuntimeError, ValueError):
+            # Only the main thread can take signals, e.g. not under a test client.
+            sighup = False
         if app.state.monitor is not None:
             tasks.append(asyncio.create_task(app.state.monitor.run(), name="monitor"))
         log.info("control server started", extra={"listen": settings.listen,
@@ -105,7 +112,8 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            loop.remove_signal_handler(signal.SIGHUP)
+            if sighup:
+                loop.remove_signal_handler(signal.SIGHUP)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

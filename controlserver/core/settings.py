@@ -57,6 +57,7 @@ class Settings(BaseSettings):
         default=None, description="CA bundle for outgoing HTTPS, added to the system trust store"
     )
 
+    watch_inventory: bool = Field(default=True, description="reload when the inventory files change")
     heartbeat_interval_s: int = Field(default=30, ge=1, le=3600)
     max_body_bytes: int = Field(default=65536, ge=1024)
 

@@ -44,8 +44,6 @@ class Monitor:
         tick = min(settings.frontend_probe_interval_s, settings.move_interval_s,
                    settings.printer_probe_interval_s, settings.lease_ttl_s / 3)
         due = {"frontends": 0.0, "moves": 0.0, "printers": 0.0}
-        self._client = httpx.AsyncClient(verify=client_ssl_context(settings.ca_file),
-                                         timeout=settings.probe_timeout_s, follow_redirects=False)
         try:
             while True:
                 await self._renew_lease()
@@ -63,7 +61,8 @@ class Monitor:
                         await self._run_job("printer probes", self.probe_printers)
                 await asyncio.sleep(tick)
         finally:
-            await self._client.aclose()
+            if self._client is not None:
+                await self._client.aclose()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._release_lease)
 
@@ -235,7 +234,9 @@ class Monitor:
                                        "failures": printer.probe_failures, "error": error})
 
     async def _get(self, url: str, **kwargs) -> str | None:
-        assert self._client is not None
+        if self._client is None:
+            self._client = httpx.AsyncClient(verify=client_ssl_context(self.settings.ca_file),
+                                             timeout=self.settings.probe_timeout_s, follow_redirects=False)
         try:
             response = await self._client.get(url, **kwargs)
         except httpx.HTTPError as exc:
