@@ -1,7 +1,8 @@
 """A small fake of the zrok v2 controller API and a frontend's health endpoint, on loopback.
 
 It implements what the control server calls: `POST /api/v2/account` (admin secret in
-`X-TOKEN`), `GET /api/v2/versions` and `GET /healthz`. Tests switch it to failing answers.
+`X-TOKEN`), `GET /api/v2/versions` and `GET /healthz`, under any path prefix, so one fake can
+stand in for several frontends. Tests switch it to failing answers.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ class FakeZrok:
             def do_GET(self) -> None:
                 if not fake.healthy:
                     self._reply(502, {"message": "down"})
-                elif self.path == "/api/v2/versions":
+                elif self.path.endswith("/api/v2/versions"):
                     self._reply(200, {"controllerVersion": "v2.0.8-fake"})
-                elif self.path == "/healthz":
+                elif self.path.endswith("/healthz"):
                     self._reply(200, {"status": "ok"})
                 else:
                     self._reply(404)
@@ -48,7 +49,7 @@ class FakeZrok:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path != "/api/v2/account":
+                if not self.path.endswith("/api/v2/account"):
                     self._reply(404)
                     return
                 if self.headers.get("X-TOKEN") != fake.admin_secret:
