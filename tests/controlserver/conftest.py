@@ -164,8 +164,8 @@ class ServerProcess:
         self.files = files
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, FLEET_ADMIN_TOKEN=ADMIN_TOKEN, FLEET_ZROK_ACCOUNT_POOL_SIZE="0",
-                        PYTHONPATH=str(REPO), **(env or {}))
+        self.env = {**os.environ, "FLEET_ADMIN_TOKEN": ADMIN_TOKEN, "FLEET_ZROK_ACCOUNT_POOL_SIZE": "0",
+                    "PYTHONPATH": str(REPO), **(env or {})}
         self.args = args or []
         self.process: subprocess.Popen | None = None
         self.log_path = files["tmp"] / f"server-{self.port}.log"
