@@ -2,7 +2,7 @@
 """Registration storm: enroll many printers at once against a real control server process.
 
 The script starts, on loopback only:
-  - a fake zrok admin API (its own process, uvicorn) that answers account creation at once, so the
+  - a fake zrok admin API (its own process, uvicorn) that returns account tokens at once, so the
     figures measure the control server and not a zrok instance;
   - one control server process (`python -m controlserver serve`) on a fresh SQLite file.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from controlserver.locations import LOCATIONS
 os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "true")
 os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "true")
 os.environ.setdefault("ANSIBLE_DUPLICATE_YAML_DICT_KEY", "error")
+# Ansible's scratch directory defaults to ~/.ansible/tmp, which a sandboxed service user may not
+# be allowed to create.
+os.environ.setdefault("ANSIBLE_LOCAL_TEMP", os.path.join(tempfile.gettempdir(), "controlserver-ansible"))
 
 import ansible.inventory.manager as ansible_inventory_manager  # noqa: E402
 from ansible.errors import AnsibleError  # noqa: E402
@@ -94,7 +98,7 @@ class _ParseFailureCollector:
     """Stand in for ansible's display while parsing, keeping each plugin's parse error.
 
     Ansible prints parse errors as warnings on stderr and then raises a generic error; the
-    collector keeps them so the InventoryError can say what is wrong and where.
+    collector keeps them so the InventoryError can state what is wrong and where.
     """
 
     def __init__(self, display: Any) -> None:

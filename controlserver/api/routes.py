@@ -159,12 +159,12 @@ async def healthz():
 
 @router.get("/readyz", tags=["service"], responses={503: {"model": schemas.ErrorBody}})
 def readyz(request: Request, fleet: FleetDep):
-    """Return 200 when the database answers and an inventory is loaded."""
+    """Return 200 when the database responds and an inventory is loaded."""
     try:
         with fleet.db.read() as session:
             session.execute(text("SELECT 1"))
     except Exception as exc:
-        raise NotReady(f"the database does not answer ({type(exc).__name__}): check the database URL") from None
+        raise NotReady(f"the database does not respond ({type(exc).__name__}): check the database URL") from None
     inventory = request.app.state.inventory
     return {"status": "ready", "frontends": len(inventory.frontends), "inventory_error": inventory.last_error,
             "monitor_leader": request.app.state.monitor.is_leader if request.app.state.monitor else False}

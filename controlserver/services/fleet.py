@@ -2,8 +2,8 @@
 
 Every function here is synchronous; the API runs them in worker threads. Capacity is enforced by
 one conditional UPDATE per assignment (`assigned < capacity`) in the same transaction as the
-printer row, so concurrent registrations never exceed it, on SQLite (one writer at a time) and on
-PostgreSQL (the UPDATE locks the frontend row and rechecks the condition).
+printer row. So concurrent registrations never exceed it: SQLite runs one writer at a time, and
+PostgreSQL locks the frontend row for the UPDATE and rechecks the condition.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ SELECT_ENROLLMENT_TOKEN = select(
 
 @dataclass
 class AssignedPrinter:
-    """What building an assignment needs, read in the transaction that assigned the printer."""
+    """Data for building an assignment, read in the transaction that assigned the printer."""
 
     printer_id: str
     share_password: str
@@ -170,7 +170,7 @@ class Fleet:
 
     def registration_response(self, request: schemas.RegisterRequest, printer_token: str | None,
                               assigned: AssignedPrinter) -> schemas.RegisterResponse:
-        """Build the answer to a registration; this calls the zrok admin API if no account is at hand."""
+        """Build the registration response, calling the zrok admin API if no account is at hand."""
         return schemas.RegisterResponse(
             printer_id=request.printer_id,
             printer_token=printer_token,
@@ -357,7 +357,7 @@ class Fleet:
         """Take one place on the best frontend with room and return its name, or None if all are full.
 
         The conditional UPDATE is the capacity check: it reserves a place only while
-        `assigned < capacity` holds in the database, whatever the snapshot in `states` says.
+        `assigned < capacity` is true in the database, whatever the snapshot in `states` says.
         """
         for candidate in rank(list(states.values()), placement, self.settings.load_weight_ms, exclude):
             reserved = connection.execute(RESERVE_PLACE, {"b_frontend": candidate.name})
@@ -409,8 +409,8 @@ class Fleet:
         """Return the frontends as the database had them at most STATES_MAX_AGE_S ago.
 
         The cache saves a query of every frontend per request. It is safe for capacity, because
-        _reserve checks capacity in the database; a frontend marked unhealthy or draining by
-        another replica is avoided for new assignments within STATES_MAX_AGE_S.
+        _reserve checks capacity in the database. A frontend that another replica marks unhealthy
+        or draining gets no new assignments from this one after at most STATES_MAX_AGE_S.
         """
         cached = self._states_cache
         if cached is not None and time.monotonic() - cached[0] < STATES_MAX_AGE_S:
@@ -502,7 +502,7 @@ class Fleet:
     # -- heartbeats ------------------------------------------------------------------------
 
     def heartbeat(self, bearer: str, printer_id: str, request: schemas.HeartbeatRequest) -> schemas.HeartbeatResponse:
-        """Record the agent's state and answer with the action, the assignment and candidates."""
+        """Record the agent's state and return the action, the assignment and candidates."""
         return self.heartbeat_response(self.heartbeat_in_database(bearer, printer_id, request))
 
     def heartbeat_in_database(self, bearer: str, printer_id: str, request: schemas.HeartbeatRequest) -> HeartbeatDecision:
@@ -560,7 +560,7 @@ class Fleet:
         return HeartbeatDecision(action, reason, assigned, candidates)
 
     def heartbeat_response(self, decision: HeartbeatDecision) -> schemas.HeartbeatResponse:
-        """Build the heartbeat answer; this calls the zrok admin API if no account is at hand."""
+        """Build the heartbeat response, calling the zrok admin API if no account is at hand."""
         return schemas.HeartbeatResponse(
             action=decision.action,
             reason=decision.reason,
@@ -575,7 +575,7 @@ class Fleet:
         """Move up to move_batch_size printers off unhealthy, draining or removed frontends.
 
         Returns how many moved. Printers move only when they have a reason to; a recovered or
-        new frontend takes new registrations and moved printers, but nobody is moved onto it
+        new frontend takes new registrations and moved printers, but no printer is moved onto it
         just because it is emptier.
         """
         now = utcnow()

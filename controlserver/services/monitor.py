@@ -126,7 +126,7 @@ class Monitor:
                                        {name: error for (name, _, _), error in zip(targets, results)})
 
     async def _probe_frontend(self, api_endpoint: str, health_url: str) -> str | None:
-        """Return None when both the zrok controller and the public frontend answer 2xx, else why not."""
+        """Return None when both the zrok controller and the public frontend return 2xx, else the reason."""
         for url in (f"{api_endpoint}/api/v2/versions", health_url):
             error = await self._get(url)
             if error is not None:

@@ -2,7 +2,7 @@
 
 It implements what the control server calls: `POST /api/v2/account` (admin secret in
 `X-TOKEN`), `GET /api/v2/versions` and `GET /healthz`, under any path prefix, so one fake can
-stand in for several frontends. Tests switch it to failing answers.
+stand in for several frontends. Tests make it fail through `admin_secret` and `healthy`.
 """
 
 from __future__ import annotations
