@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Registration storm: enroll many printers at once against a real control server process.
+
+The script starts, on loopback only:
+  - a fake zrok admin API (its own process, uvicorn) that returns account tokens at once, so the
+    figures measure the control server and not a zrok instance;
+  - one control server process (`python -m controlserver serve`) on a fresh SQLite file.
+
+Then it registers --count printers from --concurrency concurrent keep-alive connections, runs the
+same number of `GET /healthz` requests (the server's no-op endpoint) the same way, and prints
+registrations per second, p50/p99 latency, the server's peak RSS and the ratio of the two rates.
+Finally it tops the database up to --stored printers (written straight into the SQLite file,
+which is much faster than registering them) and prints the server's RSS after it has served
+/metrics, the frontend list and a round of heartbeats over them.
+
+    python bench/registration_storm.py --count 10000 --concurrency 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = secrets.token_hex(24)
+ZROK_SECRET = secrets.token_hex(24)
+
+FAKE_ZROK = textwrap.dedent('''
+    import secrets, sys
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        path = scope["path"]
+        if scope["method"] == "POST" and path.endswith("/api/v2/account"):
+            body = b'{"accountToken": "%s"}' % secrets.token_hex(12).encode()
+            status = 201
+        else:
+            body, status = b'{"controllerVersion": "v2.0.8-bench"}', 200
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/zrok.v1+json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url_host: str, port: int, path: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status, _ = asyncio.run(_one_request(url_host, port, "GET", path, None, {}))
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"error: nothing answered on {url_host}:{port}{path} within {timeout_s:.0f} s")
+
+
+async def _one_request(host: str, port: int, method: str, path: str, body: bytes | None, headers: dict):
+    connection = Connection(host, port)
+    await connection.open()
+    try:
+        return await connection.request(method, path, body, headers)
+    finally:
+        connection.close()
+
+
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client: the benchmark's own CPU use must stay small."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, method: str, path: str, body: bytes | None, headers: dict) -> tuple[int, bytes]:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if body is not None:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length) if length else b""
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class Run:
+    name: str
+    count: int
+    seconds: float
+    latencies_ms: list[float]
+    failures: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def storm(name: str, servers: list[tuple[str, int]], count: int, concurrency: int, make_request) -> Run:
+    """Send `count` requests from `concurrency` connections spread over the servers."""
+    next_index = 0
+    latencies: list[float] = []
+    failures: dict[int, int] = {}
+
+    async def worker(number: int) -> None:
+        nonlocal next_index
+        host, port = servers[number % len(servers)]
+        connection = Connection(host, port)
+        await connection.open()
+        try:
+            while next_index < count:
+                index = next_index
+                next_index += 1
+                method, path, body, headers = make_request(index)
+                started = time.perf_counter()
+                status, payload = await connection.request(method, path, body, headers)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if status != 200:
+                    failures[status] = failures.get(status, 0) + 1
+                    if failures[status] == 1:
+                        print(f"  first HTTP {status} in {name}: {payload[:200]!r}", file=sys.stderr)
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return Run(name, count, time.perf_counter() - started, latencies, failures)
+
+
+class RssSampler(threading.Thread):
+    """Sample the resident set size of the server processes every 50 ms."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.processes = [psutil.Process(pid) for pid in pids]
+        self.peak = 0
+        self.stopping = threading.Event()
+
+    def cpu_seconds(self) -> float:
+        return sum(sum(process.cpu_times()[:2]) for process in self.processes)
+
+    def current(self) -> int:
+        return sum(process.memory_info().rss for process in self.processes)
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.05):
+            self.peak = max(self.peak, self.current())
+
+
+def write_inventory(directory: Path, zrok_port: int, frontends: int, capacity: int) -> Path:
+    """Spread the frontends over European and US locations, each with its own API path."""
+    locations = ["fsn1", "nbg1", "hel1", "eu-central-1", "eu-west-1", "us-east-1", "us-west-2", "ash"]
+    hosts = {}
+    for number in range(frontends):
+        name = f"bench-{number:03d}"
+        hosts[name] = {
+            "fleet_region": "bench",
+            "fleet_location": locations[number % len(locations)],
+            "fleet_capacity": capacity,
+            "zrok_api_endpoint": f"http://127.0.0.1:{zrok_port}/{name}",
+            "zrok_share_domain": f"{name}.bench.test",
+            "fleet_health_url": f"http://127.0.0.1:{zrok_port}/{name}/healthz",
+        }
+    path = directory / "inventory.yml"
+    path.write_text(json.dumps({"all": {"children": {"zrok_frontends": {"hosts": hosts}}}}))
+    secrets_path = directory / "secrets.yml"
+    secrets_path.write_text(json.dumps({"zrok_admin_secrets": {name: ZROK_SECRET for name in hosts}}))
+    secrets_path.chmod(0o600)
+    return path
+
+
+def spawn_servers(database_url: str, replicas: int, inventory: Path, workdir: Path,
+                  pool_size: int) -> list[tuple[subprocess.Popen, int]]:
+    """Start the control server processes. Several replicas need a PostgreSQL URL."""
+    # TODO: several replicas on PostgreSQL (`--database postgresql://... --replicas N`); the
+    # server supports it through the monitor lease, the benchmark does not start them yet.
+    if replicas != 1 or not database_url.startswith("sqlite"):
+        raise SystemExit("error: this version runs one replica on SQLite only: drop --replicas/--database")
+    servers = []
+    for _ in range(replicas):
+        port = free_port()
+        env = dict(os.environ, FLEET_ADMIN_TOKEN=ADMIN_TOKEN, PYTHONPATH=str(REPO),
+                   FLEET_LOG_LEVEL="warning",
+                   FLEET_ZROK_ACCOUNT_POOL_SIZE=str(pool_size), FLEET_MOVE_INTERVAL_S="1")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controlserver", "serve", "--inventory", str(inventory),
+             "--database", database_url, "--listen", f"127.0.0.1:{port}",
+             "--secrets-file", str(workdir / "secrets.yml")],
+            env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"server-{port}.log", "w"),
+        )
+        servers.append((process, port))
+    for process, port in servers:
+        wait_for("127.0.0.1", port, "/readyz")
+    return servers
+
+
+def wait_for_pools(address: tuple[str, int], admin: dict, wanted: int) -> None:
+    """Wait until the monitor has made `wanted` zrok accounts ahead of demand."""
+    started = time.monotonic()
+    pooled = 0
+    while time.monotonic() - started < 600:
+        status, payload = asyncio.run(_one_request(*address, "GET", "/metrics", None, admin))
+        pooled = sum(float(line.rpartition(" ")[2]) for line in payload.decode().splitlines()
+                     if line.startswith("fleet_zrok_account_pool{"))
+        if pooled >= wanted:
+            print(f"zrok account pools filled: {pooled:.0f} accounts in {time.monotonic() - started:.1f} s")
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"error: the account pools hold {pooled:.0f} of {wanted} accounts after 600 s")
+
+
+def fill_database(database_url: str, total: int, frontends: int) -> int:
+    """Insert printers straight into the database until it holds `total`; return how many were added."""
+    sys.path.insert(0, str(REPO))
+    from sqlalchemy import create_engine, func, insert, select, update
+
+    from controlserver.core.security import hash_token, new_password
+    from controlserver.models import Frontend, Printer, utcnow
+
+    engine = create_engine(database_url, connect_args={"timeout": 60})
+    with engine.begin() as connection:
+        existing = connection.scalar(select(func.count()).select_from(Printer))
+        missing = max(0, total - existing)
+        now = utcnow()
+        names = [f"bench-{n:03d}" for n in range(frontends)]
+        added_per_frontend = {name: 0 for name in names}
+        rows = []
+        for number in range(missing):
+            frontend = names[number % len(names)]
+            added_per_frontend[frontend] += 1
+            rows.append({
+                "id": f"stored-{number:06d}", "hardware_id": f"hw{number:010d}",
+                "token_hash": hash_token(f"stored-token-{number}"), "frontend": frontend,
+                "share_password": new_password(), "enrolled_at": now, "registered_at": now, "assigned_at": now,
+                "latitude": 50.0, "longitude": 10.0, "probe_failures": 0, "restart_share": False,
+                "share_state": "starting", "moonraker_state": "ok",
+            })
+            if len(rows) == 5000:
+                connection.execute(insert(Printer), rows)
+                rows = []
+        if rows:
+            connection.execute(insert(Printer), rows)
+        for name, added in added_per_frontend.items():
+            connection.execute(update(Frontend).where(Frontend.name == name)
+                               .values(assigned=Frontend.assigned + added))
+    engine.dispose()
+    return missing
+
+
+def print_run(run: Run) -> None:
+    failed = sum(run.failures.values())
+    print(f"{run.name:>14}: {run.count} requests in {run.seconds:.2f} s = {run.rate:.0f}/s, "
+          f"p50 {run.percentile(0.5):.1f} ms, p99 {run.percentile(0.99):.1f} ms"
+          + (f", FAILED {failed} {run.failures}" if failed else ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=10_000, help="printers to register (default 10000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="concurrent client connections (default 64)")
+    parser.add_argument("--stored", type=int, default=100_000,
+                        help="printers in the database for the final RSS figure (default 100000; 0 skips)")
+    parser.add_argument("--frontends", type=int, default=50, help="frontends in the generated inventory")
+    parser.add_argument("--database", help="database URL (default: a fresh SQLite file in a temporary directory)")
+    parser.add_argument("--pool-size", type=int,
+                        help="zrok accounts each frontend's pool holds before the storm (default: enough for "
+                             "--count; 0 creates every account during registration)")
+    parser.add_argument("--replicas", type=int, default=1, help="control server processes (1 for now)")
+    args = parser.parse_args()
+
+    capacity = -(-max(args.count, args.stored) * 11 // 10 // args.frontends)
+    pool_size = args.pool_size if args.pool_size is not None else -(-args.count * 11 // 10 // args.frontends)
+    with tempfile.TemporaryDirectory(prefix="registration-storm-") as tmp:
+        workdir = Path(tmp)
+        database_url = args.database or f"sqlite:///{workdir / 'control.db'}"
+        zrok_port = free_port()
+        zrok = subprocess.Popen([sys.executable, "-c", FAKE_ZROK, str(zrok_port)], cwd=workdir)
+        servers: list[tuple[subprocess.Popen, int]] = []
+        try:
+            wait_for("127.0.0.1", zrok_port, "/x/api/v2/versions")
+            inventory = write_inventory(workdir, zrok_port, args.frontends, capacity)
+            servers = spawn_servers(database_url, args.replicas, inventory, workdir, pool_size)
+            addresses = [("127.0.0.1", port) for _, port in servers]
+            sampler = RssSampler([process.pid for process, _ in servers])
+            sampler.start()
+            print(f"control server: {len(servers)} process(es) on {database_url}; {args.frontends} frontends "
+                  f"x {capacity} capacity; {args.count} printers, {args.concurrency} connections; "
+                  f"{os.cpu_count()} CPUs")
+
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            if pool_size:
+                wait_for_pools(addresses[0], admin, min(args.count, pool_size * args.frontends))
+            status, payload = asyncio.run(_one_request(*addresses[0], "POST", "/v1/enrollment-tokens", b"{}", admin))
+            if status != 200:
+                raise SystemExit(f"error: enrollment token request failed: HTTP {status} {payload[:200]!r}")
+            enroll = {"Authorization": f"Bearer {json.loads(payload)['token']}"}
+
+            def registration(index: int):
+                body = json.dumps({
+                    "printer_id": f"storm-{index:06d}", "hardware_id": f"hw-storm-{index:08d}",
+                    "latitude": 35.0 + (index % 30), "longitude": -100.0 + (index % 130),
+                    "agent_version": "bench", "moonraker_api_key": "0" * 32,
+                }).encode()
+                return "POST", "/v1/printers/register", body, enroll
+
+            cpu_before = sampler.cpu_seconds()
+            registrations = asyncio.run(storm("registrations", addresses, args.count, args.concurrency, registration))
+            cpu_registrations = sampler.cpu_seconds() - cpu_before
+            noop = asyncio.run(storm("GET /healthz", addresses, args.count, args.concurrency,
+                                     lambda _index: ("GET", "/healthz", None, {})))
+            cpu_noop = sampler.cpu_seconds() - cpu_before - cpu_registrations
+            peak_storm = sampler.peak
+            print_run(registrations)
+            print_run(noop)
+            print(f"ratio registrations/no-op: {registrations.rate / noop.rate:.2f}")
+            print(f"server CPU per request: registration {cpu_registrations / args.count * 1000:.2f} ms, "
+                  f"no-op {cpu_noop / args.count * 1000:.2f} ms")
+            print(f"peak server RSS during the storm: {peak_storm / 2**20:.0f} MiB")
+
+            if args.stored:
+                added = fill_database(database_url, args.stored, args.frontends)
+                asyncio.run(exercise_stored(addresses, admin, args.concurrency, added, args.frontends))
+                print(f"server RSS with {args.stored} printers stored ({added} written directly): "
+                      f"{sampler.current() / 2**20:.0f} MiB now, peak {sampler.peak / 2**20:.0f} MiB")
+            sampler.stopping.set()
+
+            failed = sum(registrations.failures.values()) + sum(noop.failures.values())
+            return 1 if failed else 0
+        finally:
+            for process, _ in servers:
+                process.send_signal(signal.SIGTERM)
+            for process, _ in servers:
+                process.wait(timeout=30)
+            zrok.terminate()
+            zrok.wait(timeout=10)
+
+
+async def exercise_stored(addresses, admin: dict, concurrency: int, added: int, frontends: int) -> None:
+    """Make the server touch the stored printers: metrics, frontends, printer pages, heartbeats."""
+    host, port = addresses[0]
+    for path in ("/metrics", "/v1/frontends", "/v1/printers?limit=1000"):
+        status, payload = await _one_request(host, port, "GET", path, None, admin)
+        if status != 200:
+            raise SystemExit(f"error: GET {path} failed: HTTP {status} {payload[:200]!r}")
+
+    def heartbeat(index: int):
+        number = index * 37 % max(added, 1)
+        body = json.dumps({"frontend": f"bench-{number % frontends:03d}", "share_state": "active",
+                           "moonraker_state": "ok", "klippy_state": "ready"}).encode()
+        headers = {"Authorization": f"Bearer stored-token-{number}"}
+        return "POST", f"/v1/printers/stored-{number:06d}/heartbeat", body, headers
+
+    if not added:
+        return
+    run = await storm("heartbeats", addresses, min(5000, added), concurrency, heartbeat)
+    print_run(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from controlserver.cli import main
+
+raise SystemExit(main())

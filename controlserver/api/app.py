@@ -1,0 +1,207 @@
+"""The FastAPI application: startup, inventory reloads, the monitor task and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anyio
+import watchfiles
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controlserver import __version__, metrics
+from controlserver.api.middleware import RequestMiddleware
+from controlserver.api.routes import router
+from controlserver.core.db import Database
+from controlserver.core.security import hash_token
+from controlserver.core.settings import Settings, load_zrok_admin_secrets, secrets_file_too_open
+from controlserver.errors import FleetError, InventoryError, ZrokAccountFailed
+from controlserver.inventory import FrontendConfig, load_inventory
+from controlserver.services.fleet import Fleet
+from controlserver.services.monitor import Monitor
+from controlserver.services.zrok import ZrokAdmin
+
+log = logging.getLogger(__name__)
+
+
+class InventoryState:
+    """The inventory in force and the last rejection, if the newest file was rejected."""
+
+    def __init__(self, settings: Settings, fleet: Fleet) -> None:
+        self.settings = settings
+        self.fleet = fleet
+        self.frontends: dict[str, FrontendConfig] = {}
+        self.last_error: str | None = None
+
+    def reload(self) -> bool:
+        """Load the inventory and secrets file; on any error keep what is in force and return False."""
+        path = self.settings.inventory
+        try:
+            frontends = load_inventory(path)
+        except InventoryError as exc:
+            self.last_error = str(exc)
+            metrics.INVENTORY_RELOADS.labels(result="rejected").inc()
+            log.error("inventory rejected; the last good inventory stays in force",
+                      extra={"inventory": str(path), "error": str(exc)})
+            return False
+
+        self.fleet.sync_frontends(frontends)
+        self.frontends = frontends
+        self.last_error = None
+        metrics.INVENTORY_RELOADS.labels(result="ok").inc()
+        log.info("inventory loaded", extra={"inventory": str(path), "count": len(frontends)})
+        self.reload_secrets()
+        return True
+
+    def reload_secrets(self) -> None:
+        path = self.settings.secrets_file
+        try:
+            secrets = load_zrok_admin_secrets(path)
+        except (OSError, ValueError) as exc:
+            log.error("secrets file rejected; the secrets in force stay", extra={"error": str(exc)})
+            return
+        if not path.exists():
+            log.warning("secrets file not found: no frontend gets printers until it has a zrok admin secret",
+                        extra={"error": str(path)})
+        elif secrets_file_too_open(path):
+            log.warning("secrets file is readable by group or others: chmod 0600 it", extra={"error": str(path)})
+        self.fleet.zrok.set_admin_secrets(secrets)
+        for name in self.frontends:
+            if name not in secrets:
+                log.warning("frontend has no zrok admin secret and gets no printers", extra={"frontend": name})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    admin_token = settings.require_admin_token()
+    db = Database(settings.database_url)
+    zrok = ZrokAdmin({}, email_domain=settings.zrok_account_email_domain, ca_file=settings.ca_file,
+                     timeout_s=settings.zrok_timeout_s)
+    fleet = Fleet(db, settings, zrok)
+    inventory = InventoryState(settings, fleet)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await anyio.to_thread.run_sync(db.migrate)
+        if not await anyio.to_thread.run_sync(inventory.reload):
+            raise SystemExit(f"inventory {settings.inventory} is invalid: {inventory.last_error}")
+        metrics.FLEET.read_counts = fleet.counts
+
+        tasks = []
+        if settings.watch_inventory:
+            tasks.append(asyncio.create_task(_watch_inventory(inventory), name="inventory-watch"))
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(
+                asyncio.create_task(_reload_in_thread(inventory, "SIGHUP"))))
+            sighup = True
+        except (RuntimeError, ValueError):
+            # Only the main thread can take signals, e.g. not under a test client.
+            sighup = False
+        if app.state.monitor is not None:
+            tasks.append(asyncio.create_task(app.state.monitor.run(), name="monitor"))
+        log.info("control server started", extra={"listen": settings.listen,
+                                                  "database": db.url.render_as_string(hide_password=True)})
+        try:
+            yield
+        finally:
+            if sighup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            app.state.db_executor.shutdown(wait=True)
+            db.dispose()
+            log.info("control server stopped")
+
+    app = FastAPI(
+        title="printer-fleet control server",
+        version=__version__,
+        summary="Enrollment, assignment of printers to zrok frontends, health and moves.",
+        lifespan=lifespan,
+    )
+    app.state.fleet = fleet
+    app.state.inventory = inventory
+    app.state.admin_token_hash = hash_token(admin_token)
+    app.state.monitor = Monitor(fleet) if settings.monitor_enabled else None
+    app.state.db_executor = ThreadPoolExecutor(max_workers=1 if db.is_sqlite else 16, thread_name_prefix="database")
+    app.include_router(router)
+    _install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _reload_in_thread(inventory: InventoryState, trigger: str) -> None:
+    log.info("inventory reload requested", extra={"reason": trigger})
+    await anyio.to_thread.run_sync(inventory.reload)
+
+
+async def _watch_inventory(inventory: InventoryState) -> None:
+    """Reload when the inventory file, or any file under the inventory directory, changes."""
+    path: Path = inventory.settings.inventory.resolve()
+    watched = path if path.is_dir() else path.parent
+
+    def relevant(_change, changed: str) -> bool:
+        return path.is_dir() or Path(changed) == path
+
+    try:
+        async for _changes in watchfiles.awatch(watched, watch_filter=relevant, debounce=500, step=100):
+            await _reload_in_thread(inventory, "file change")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("inventory watch stopped; reload with SIGHUP", extra={"inventory": str(path)})
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Map every error to `{"error", "message"}` JSON, the one place where statuses are chosen."""
+
+    @app.exception_handler(FleetError)
+    async def fleet_error(request: Request, exc: FleetError) -> JSONResponse:
+        if isinstance(exc, ZrokAccountFailed):
+            log.error("zrok account creation failed", extra={"error": exc.message})
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 503:
+            headers = {"Retry-After": "30"}
+        return _error(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return _error(400, "malformed_json",
+                          f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')}): "
+                          "send a JSON object")
+        location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+        return _error(422, "invalid_request", f"{location}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}; see /openapi.json"
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
+
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database error", extra={"method": request.method, "path": request.url.path,
+                                           "error": type(exc.orig).__name__})
+        return _error(503, "database_unavailable", "the database is unavailable: retry with backoff",
+                      {"Retry-After": "10"})
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", extra={"method": request.method, "path": request.url.path})
+        return _error(500, "internal_error", "the control server failed unexpectedly: see its log")
