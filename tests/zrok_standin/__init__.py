@@ -1,0 +1,21 @@
+"""Lab stand-in for zrok v2 (`zrok2`) and OpenZiti (`ziti`). Not zrok, not OpenZiti.
+
+The printer-fleet lab has no route to the internet, so it cannot download
+the real zrok and OpenZiti releases. This package imitates the parts of them
+that the roles, the fleet agent and the control server use: the `zrok2` CLI
+verbs and their output, the zrok controller's REST API under /api/v2, the
+dynamic proxy frontend that routes by `Host`, and an OpenZiti router that
+relays each public request over a connection the sharing host opened. It runs
+with the Python standard library only, because lab hosts have no pip.
+
+Nothing in the product imports this package; the release builder
+(`python -m tests.zrok_standin.release`) packs it into archives with the
+real release names so that the roles install it like the real software.
+See docs/zrok-standin.md.
+"""
+
+# The release that the stand-in pretends to be unless the builder packs another one.
+ZROK_VERSION = "2.0.8"
+ZITI_VERSION = "1.6.8"
+
+STANDIN_NOTICE = "lab stand-in for zrok v2 (printer-fleet tests), not the real zrok"
