@@ -18,4 +18,10 @@ See docs/zrok-standin.md.
 ZROK_VERSION = "2.0.8"
 ZITI_VERSION = "1.6.8"
 
+try:
+    # The release builder writes _release.py with the versions it packs.
+    from ._release import ZITI_VERSION, ZROK_VERSION  # noqa: F811
+except ImportError:
+    pass
+
 STANDIN_NOTICE = "lab stand-in for zrok v2 (printer-fleet tests), not the real zrok"

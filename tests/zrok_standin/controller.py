@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import ZROK_VERSION, STANDIN_NOTICE, identity, output, relay, yamlsubset
+from . import ZROK_VERSION, STANDIN_NOTICE, identity, output, relay, yamlsubset, ziti_client
 from .store import Store, hash_password, now_ms, now_s
 
 MEDIA_TYPE = "application/zrok.v1+json"
@@ -279,9 +279,19 @@ class Controller:
     def new_identity(self, data, name):
         """Record a new identity called `name` and return its ziti id and identity JSON text."""
         zid = output.new_token(10)
+        ziti_cfg = self.cfg.get("ziti") or {}
+        if ziti_cfg.get("api_endpoint"):
+            # Like the real controller, create the identity on the OpenZiti controller too,
+            # so `ziti edge list identities 'name="public"'` finds it.
+            try:
+                client = ziti_client.ManagementClient(ziti_cfg["api_endpoint"])
+                client.login(str(ziti_cfg.get("username", "")), str(ziti_cfg.get("password", "")))
+                zid = client.ensure_identity(zid, name)
+            except ziti_client.ZitiError as exc:
+                output.error(f"error creating ziti identity '{name}': {exc}")
+                raise ApiError(500) from exc
         data["identities"].append({"zid": zid, "name": name, "created_at": now_ms()})
-        ziti_endpoint = (self.cfg.get("ziti") or {}).get("api_endpoint", "")
-        return zid, json.dumps(identity.document(zid, name, ziti_endpoint))
+        return zid, json.dumps(identity.document(zid, name, ziti_cfg.get("api_endpoint", "")))
 
     def delete_identity(self, data, request):
         self.require_admin(request)
@@ -402,7 +412,7 @@ class Controller:
     def enable(self, data, request):
         account = self.require_account(data, request)
         body = request.body or {}
-        zid, cfg = self.new_identity(data, f"{account['email']}-{body.get('description', '')}")
+        zid, cfg = self.new_identity(data, f"{account['email']}-{output.new_token(6)}")
         data["environments"].append(
             {
                 "zid": zid,

@@ -517,7 +517,10 @@ def cmd_admin_bootstrap(args):
                 output.info(f"frontend identity 'public' already exists with ziti id '{existing[0]['zid']}'")
             else:
                 data["identities"] = [i for i in data["identities"] if i["name"] != "public"]
-                zid, cfg_text = ctrl.new_identity(data, "public")
+                try:
+                    zid, cfg_text = ctrl.new_identity(data, "public")
+                except controller.ApiError:
+                    _fail("error bootstrapping", "cannot create the 'public' identity on the OpenZiti controller (see the error above)")
                 root.save_identity("public", cfg_text)
                 output.info(f"created frontend identity 'public' with ziti id '{zid}'")
     output.info("bootstrap complete!")
