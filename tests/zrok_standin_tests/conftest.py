@@ -21,6 +21,9 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+    # The stand-in is imported as `tests.zrok_standin`, which needs the repository root on sys.path.
+    sys.path.insert(0, REPO)
 ADMIN_SECRET = "admin-secret-for-loopback-tests"
 ZITI_PASSWORD = "ziti-admin-password"
 DOMAIN = "lab-test.fleet.test"
