@@ -2,11 +2,12 @@
 
 The printer-fleet lab has no route to the internet, so it cannot download
 the real zrok and OpenZiti releases. This package imitates the parts of them
-that the roles, the fleet agent and the control server use: the `zrok2` CLI
-verbs and their output, the zrok controller's REST API under /api/v2, the
-dynamic proxy frontend that routes by `Host`, and an OpenZiti router that
-relays each public request over a connection the sharing host opened. It runs
-with the Python standard library only, because lab hosts have no pip.
+that the roles, the fleet agent and the control server use. These are the
+`zrok2` CLI verbs and their output, the zrok controller's REST API under
+/api/v2, and the dynamic proxy frontend that routes by `Host`. An OpenZiti
+router stand-in relays each public request over a connection that the
+sharing host opened. Everything runs with the Python standard library only,
+because lab hosts have no pip.
 
 Nothing in the product imports this package; the release builder
 (`python -m tests.zrok_standin.release`) packs it into archives with the

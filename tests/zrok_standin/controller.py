@@ -6,7 +6,7 @@ OpenAPI spec as generated into the `zrok_api` client of the PyPI `zrok2`
 `admin.secrets` for admin calls, an account token for the others.
 
 Besides the public API, the controller binds the `dynamic_proxy_controller`
-service on the edge router (when ctrl.yml configures it) and answers the
+service on the edge router (when ctrl.yml configures it) and serves the
 frontend's name lookups over it, as the real controller serves the dynamic
 proxy frontend over OpenZiti instead of AMQP and gRPC.
 """
@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 
 class ApiError(Exception):
-    """Raised by a handler to answer with `status` and an optional JSON string payload."""
+    """Raised by a handler to respond with `status` and an optional JSON string payload."""
 
     def __init__(self, status, message=None):
         super().__init__(message or str(status))

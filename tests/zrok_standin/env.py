@@ -21,7 +21,7 @@ MEDIA_TYPE = "application/zrok.v1+json"
 
 
 class ApiError(Exception):
-    """A non-2xx answer, worded like zrok2's go-swagger client errors."""
+    """A non-2xx response, worded like zrok2's go-swagger client errors."""
 
     def __init__(self, method, path, operation, status, payload):
         self.method = method

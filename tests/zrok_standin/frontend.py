@@ -2,11 +2,12 @@
 
 Like zrok's dynamicProxy frontend it routes each request by its `Host`
 header (port stripped): `<name>.<namespace name>` selects the share that
-holds that name in a namespace mapped to this frontend's `frontend_token`.
-It enforces the share's basic auth (401 with `WWW-Authenticate`), answers
+has that name in a namespace mapped to this frontend's `frontend_token`.
+It enforces the share's basic auth (401 with `WWW-Authenticate`), returns
 404 for unknown names and 502 when the share's host is unreachable, adds
 `X-Proxy: zrok` and appends the client address to `X-Forwarded-For` (as Go's
-reverse proxy does), and passes every other request header through.
+reverse proxy does), and passes the other end-to-end request headers through
+unchanged (hop-by-hop headers such as `Connection` are dropped, as proxies do).
 
 The request goes to the share through the edge router (see relay.py); each
 client connection carries one request, so the frontend closes it after the
@@ -63,7 +64,7 @@ class Frontend:
         self.router = identity.router_address(doc)
 
     def lookup(self, host):
-        """Return the share mapping for `host`, or None when no share holds that name."""
+        """Return the share mapping for `host`, or None when no share has that name."""
         query = urllib.parse.urlencode({"host": host, "frontend": self.token})
         sock = relay.dial(self.router, self.lookup_service, timeout=10)
         connection = http.client.HTTPConnection("ziti", timeout=10)
@@ -94,7 +95,7 @@ def host_only(host):
 def read_head(sock, data=b""):
     """Read an HTTP head; return (head bytes without the blank line, leftover bytes).
 
-    `data` holds bytes already received from `sock` that belong to this head.
+    `data` contains bytes already received from `sock` that belong to this head.
     """
     while b"\r\n\r\n" not in data:
         if len(data) > MAX_HEAD:
@@ -248,7 +249,7 @@ class _Handler(socketserver.BaseRequestHandler):
             status_line, headers = parse_head(head)
             status = int(status_line.split(" ")[1])
             if 100 <= status < 200 and status != 101:
-                # Interim answers such as `100 Continue` go to the client as they are.
+                # Interim responses such as `100 Continue` go to the client as they are.
                 client.sendall(build_head(status_line, headers))
                 continue
             break

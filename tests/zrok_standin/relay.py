@@ -6,7 +6,7 @@ and the public frontend dials that service through the router. This module
 keeps that shape with a small line protocol over plain TCP:
 
 - A host that binds a service opens a control connection and sends
-  `BIND <service>`; the router answers `OK`. Whenever someone dials the
+  `BIND <service>`, and the router replies `OK`. Whenever someone dials the
   service, the router sends `DIAL <id>` on that control connection.
 - The binding host then opens a new outbound connection, sends
   `ACCEPT <id>`, and from then on the connection carries the dialer's bytes.

@@ -11,8 +11,8 @@ https://github.com/ (so a role's download URL differs only in its base):
     openziti/ziti/releases/download/v<ziti>/ziti-linux-<arch>-<ziti>.tar.gz.sha256
     manifest.json   (versions, archive paths and sha256 digests, for the lab)
 
-Each zrok archive holds one executable, `zrok2`; each OpenZiti archive holds
-`ziti`. Both are Python zipapps (`#!/usr/bin/env python3`) of this package,
+Each zrok archive contains one executable, `zrok2`, and each OpenZiti archive
+contains `ziti`. Both are Python zipapps (`#!/usr/bin/env python3`) of this package,
 so they run on any architecture with Python 3.9+ and no other package. The
 archives are byte-for-byte reproducible: zip and tar entries carry a fixed
 timestamp, so rebuilding the same sources gives the same digests.

@@ -1,6 +1,6 @@
 """`zrok2 share public <target>`: create a share and serve it until stopped.
 
-The process asks the controller for the share, binds the share token on the
+The process requests the share from the controller, binds the share token on the
 edge router over an outbound connection, and copies every dialed connection
 to the local target. SIGTERM and SIGINT delete the share before exiting, as
 the real CLI does; after SIGKILL the share stays recorded on the controller

@@ -5,7 +5,8 @@ needs: `ziti controller run|edge init`, `ziti router run|enroll`,
 `ziti edge login|create|list|delete|update`, `ziti pki create ...` and
 `ziti create config controller|router edge`. Certificates and keys that
 `ziti pki` and `ziti router enroll` write are placeholders: the stand-in
-uses no TLS. Other commands exit with status 1 and say so.
+uses no TLS. Other commands exit with status 1 and print that the stand-in
+lacks them.
 """
 
 import argparse
@@ -316,8 +317,12 @@ def _scalar(value):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return str(value)
-    if value is None or value == [] or value == {}:
-        return "[]" if value == [] else ("{}" if value == {} else "null")
+    if value is None:
+        return "null"
+    if value == []:
+        return "[]"
+    if value == {}:
+        return "{}"
     return json.dumps(str(value))
 
 

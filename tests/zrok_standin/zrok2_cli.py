@@ -2,7 +2,7 @@
 
 Verbs, flags, output and exit codes follow zrok v2.0.x's Cobra commands for
 the subset the printer-fleet roles, agent and control server run. Other
-verbs exit with status 1 and say that the stand-in lacks them.
+verbs exit with status 1 and print that the stand-in lacks them.
 """
 
 import argparse

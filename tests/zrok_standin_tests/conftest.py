@@ -1,10 +1,10 @@
 """Fixtures that run a whole stand-in zrok instance on loopback high ports.
 
-The `instance` fixture sets the instance up the way the frontend role does
-on a real host: OpenZiti controller, edge init and login, edge router,
-`zrok2 admin bootstrap`, the dynamicProxyController identity, the dynamic
-frontend, the namespace and its mapping, then the controller and the
-frontend. Every process runs from this repository with a temporary HOME
+The `instance` fixture sets the instance up in the order the frontend role
+uses on a real host. First come the OpenZiti controller, edge init and
+login, and the edge router. Then `zrok2 admin bootstrap`, the
+dynamicProxyController identity, the dynamic frontend, the namespace and its
+mapping, and finally the zrok controller and the frontend. Every process runs from this repository with a temporary HOME
 and is stopped at teardown.
 """
 

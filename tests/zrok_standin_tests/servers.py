@@ -68,7 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LocalServer:
-    """A threaded HTTP server on 127.0.0.1 that labels its answers with `label`."""
+    """A threaded HTTP server on 127.0.0.1 that labels its responses with `label`."""
 
     def __init__(self, label):
         handler = type("Handler", (_Handler,), {"label": label})
