@@ -17,7 +17,7 @@ See docs/zrok-standin.md.
 
 # The release that the stand-in pretends to be unless the builder packs another one.
 ZROK_VERSION = "2.0.8"
-ZITI_VERSION = "1.6.8"
+ZITI_VERSION = "1.6.20"
 
 try:
     # The release builder writes _release.py with the versions it packs.

@@ -1,6 +1,6 @@
 """Pack the zrok and OpenZiti stand-ins as release archives with the real names and layout.
 
-    python -m tests.zrok_standin.release --out DIR [--version 2.0.8] [--ziti-version 1.6.8]
+    python -m tests.zrok_standin.release --out DIR [--version 2.0.8] [--ziti-version 1.6.20]
 
 writes, below DIR, the paths that the real releases have below
 https://github.com/ (so a role's download URL differs only in its base):

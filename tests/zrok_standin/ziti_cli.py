@@ -282,7 +282,11 @@ def cmd_pki_create(args):
     elif args.kind == "client":
         name = args.client_file or "client"
         key = args.key_file or name
-        files = [(f"{args.ca_name}/certs/{name}.cert", PLACEHOLDER_CERT), (f"{args.ca_name}/keys/{key}.key", PLACEHOLDER_KEY)]
+        files = [
+            (f"{args.ca_name}/certs/{name}.cert", PLACEHOLDER_CERT),
+            (f"{args.ca_name}/certs/{name}.chain.pem", PLACEHOLDER_CERT),
+            (f"{args.ca_name}/keys/{key}.key", PLACEHOLDER_KEY),
+        ]
     else:
         files = [(f"{args.ca_name}/keys/{args.key_file or 'key'}.key", PLACEHOLDER_KEY)]
     for relative, text in files:
@@ -415,7 +419,7 @@ def build_parser():
     listing = edge_cmd.add_parser("list", help="list entities")
     listing.add_argument("type")
     listing.add_argument("filter", nargs="?", default="")
-    listing.add_argument("-j", "--json", action="store_true", help="output JSON")
+    listing.add_argument("-j", "--output-json", dest="json", action="store_true", help="output the API's JSON")
     delete = edge_cmd.add_parser("delete", help="delete an entity")
     delete.add_argument("type")
     delete.add_argument("name")

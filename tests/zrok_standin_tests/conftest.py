@@ -202,7 +202,7 @@ ziti:
         self.admin("admin", "bootstrap", self.ctrl_yml)
         self.start_controller()
 
-        listing = json.loads(self.ziti("edge", "list", "identities", 'name="public"', "-j").stdout)
+        listing = json.loads(self.ziti("edge", "list", "identities", 'name="public"', "--output-json").stdout)
         public_zid = listing["data"][0]["id"]
         created = self.admin("admin", "create", "frontend", "--dynamic", "--", public_zid, "public")
         self.frontend_token = created.stdout.split("frontend '")[1].split("'")[0]
