@@ -7,8 +7,10 @@ File names and JSON keys follow zrok v2's environment layout v0.4:
 `identities/<name>.json`.
 """
 
+import http.client
 import json
 import os
+import socket
 import ssl
 import urllib.error
 import urllib.parse
@@ -189,13 +191,39 @@ class Client:
             with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            payload = None
-            if raw.strip():
-                try:
-                    payload = json.loads(raw)
-                except ValueError:
-                    payload = raw.decode("utf-8", "replace")
-            raise ApiError(method, path, operation, exc.code, payload) from None
+            self._raise_api_error(method, path, operation, exc)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise OSError(network_error_text(method, url, exc)) from None
         return json.loads(raw) if raw.strip() else None
+
+    @staticmethod
+    def _raise_api_error(method, path, operation, exc):
+        raw = exc.read()
+        payload = None
+        if raw.strip():
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                payload = raw.decode("utf-8", "replace")
+        raise ApiError(method, path, operation, exc.code, payload) from None
+
+
+def network_error_text(method, url, exc):
+    """Word a network failure like Go's net/http client, whose text callers of zrok2 match on."""
+    reason = getattr(exc, "reason", exc)
+    parsed = urllib.parse.urlsplit(url)
+    address = f"{parsed.hostname}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+    if isinstance(reason, ConnectionRefusedError):
+        detail = f"dial tcp {address}: connect: connection refused"
+    elif isinstance(reason, ConnectionResetError):
+        detail = f"read tcp {address}: read: connection reset by peer"
+    elif isinstance(reason, socket.gaierror):
+        detail = f"dial tcp: lookup {parsed.hostname}: no such host"
+    elif isinstance(reason, (socket.timeout, TimeoutError)):
+        detail = f"dial tcp {address}: i/o timeout"
+    elif isinstance(reason, http.client.RemoteDisconnected):
+        detail = "EOF"
+    else:
+        detail = str(reason)
+    return f'{method} "{url}": {detail}'
 

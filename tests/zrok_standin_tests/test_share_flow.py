@@ -240,3 +240,17 @@ def test_websocket_upgrade_relays_both_ways(instance, printer_server):
     assert status_line.startswith(b"HTTP/1.1 101")
     assert first == b"echo:first\n"
     assert second == b"echo:second\n"
+
+
+def test_unreachable_controller_reads_like_go(instance):
+    home = instance.home("unreachable-1")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    instance.zrok2(home, "config", "set", "apiEndpoint", f"http://127.0.0.1:{closed_port}")
+
+    result = instance.zrok2(home, "enable", "--headless", "some-token", check=False)
+
+    assert result.returncode == 1
+    assert f"dial tcp 127.0.0.1:{closed_port}: connect: connection refused" in result.stderr
+    assert not os.path.exists(os.path.join(home, ".zrok2", "environment.json"))
