@@ -16,7 +16,6 @@ import hmac
 import json
 import re
 import secrets
-import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +78,10 @@ def init_edge(cfg, username, password):
         data["admin"] = {"username": username, "password": hash_password(password)}
 
 
+def _session_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def matches(entity, expression):
     """Return whether `entity` satisfies an OpenZiti filter made of `field="value"` terms joined by `and`."""
     expression = re.sub(r"\b(limit|skip)\s+\w+|\bsort by .*$", "", expression or "").strip()
@@ -97,21 +100,23 @@ class ZitiController:
     def __init__(self, cfg):
         self.cfg = cfg
         self.store = Store(db_path(cfg))
-        self.sessions = {}
-        self._lock = threading.Lock()
 
     def authenticate(self, body):
         admin = self.store.read().get("admin")
         if not admin or body.get("username") != admin["username"] or not check_password(body.get("password", ""), admin["password"]):
             return 401, {"error": {"code": "INVALID_AUTH", "message": "The authentication request failed"}}
         token = secrets.token_hex(16)
-        with self._lock:
-            self.sessions[token] = time.time()
+        # Sessions survive a controller restart, as the role may log in before a handler restarts it.
+        # Only their hashes are stored.
+        with self.store.transaction() as data:
+            data.setdefault("sessions", {})[_session_hash(token)] = time.time()
         return 200, {"data": {"token": token, "identity": {"name": admin["username"]}}, "meta": {}}
 
     def authorized(self, token):
-        with self._lock:
-            return bool(token) and token in self.sessions
+        if not token:
+            return False
+        with self.store.lock:
+            return _session_hash(token) in self.store.read().get("sessions", {})
 
     def list(self, kind, query):
         with self.store.lock:
@@ -201,7 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if method == "GET" and key is None:
                     return self._answer(*self.controller.list(kind, query))
                 if method == "GET":
-                    entity = self.controller.find(kind, key)
+                    with self.controller.store.lock:
+                        entity = self.controller.find(kind, key)
                     return self._answer(200, {"data": entity, "meta": {}}) if entity else self._answer(404, {"error": {"code": "NOT_FOUND"}})
                 if method == "POST" and key is None:
                     return self._answer(*self.controller.create(kind, body))

@@ -44,7 +44,7 @@ web:
     process = processes.start("ziti-controller", command("ziti") + ["controller", "run", str(config)], base_env(home))
     wait_for_port(port, process)
     ziti(home, "edge", "login", f"https://127.0.0.1:{port}", "--username", "admin", "--password", "pw-1", "--yes")
-    return {"home": home, "config": config, "state": state}
+    return {"home": home, "config": config, "state": state, "process": process, "port": port}
 
 
 def test_pki_commands_create_expected_files(tmp_path):
@@ -136,3 +136,15 @@ def test_commands_need_login(tmp_path):
 
     assert result.returncode == 1
     assert "ziti edge login" in result.stderr
+
+
+def test_login_survives_controller_restart(controller, processes, tmp_path):
+    home = controller["home"]
+    processes.stop(controller["process"])
+    restarted = processes.start("ziti-controller-2", command("ziti") + ["controller", "run", str(controller["config"])], base_env(home))
+    wait_for_port(controller["port"], restarted)
+
+    listed = ziti(home, "edge", "list", "identities", "--output-json")
+
+    assert json.loads(listed.stdout)["data"] == []
+    assert "ctrl.db" in os.listdir(controller["state"] / "db")
