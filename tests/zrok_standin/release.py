@@ -5,15 +5,16 @@
 writes, below DIR, the paths that the real releases have below
 https://github.com/ (so a role's download URL differs only in its base):
 
-    openziti/zrok/releases/download/v<version>/zrok2_<version>_linux_<arch>.tar.gz
+    openziti/zrok/releases/download/v<version>/zrok2_<version>_linux_<arch>.tar.gz   (amd64, arm64, armv7)
     openziti/zrok/releases/download/v<version>/checksums.sha256.txt
-    openziti/ziti/releases/download/v<ziti>/ziti-linux-<arch>-<ziti>.tar.gz
+    openziti/ziti/releases/download/v<ziti>/ziti-linux-<arch>-<ziti>.tar.gz     (amd64, arm64, arm)
     openziti/ziti/releases/download/v<ziti>/ziti-linux-<arch>-<ziti>.tar.gz.sha256
     manifest.json   (versions, archive paths and sha256 digests, for the lab)
 
 Each zrok archive contains one executable, `zrok2`, and each OpenZiti archive
-contains `ziti`. Both are Python zipapps (`#!/usr/bin/env python3`) of this package,
-so they run on any architecture with Python 3.9+ and no other package. The
+contains `ziti`. Both are Python zipapps (`#!/usr/bin/env python3`) of this
+package, so they run on any architecture with the standard library alone
+(tested with Python 3.11, the version of Debian 12). The
 archives are byte-for-byte reproducible: zip and tar entries carry a fixed
 timestamp, so rebuilding the same sources gives the same digests.
 
@@ -34,7 +35,9 @@ import zipfile
 
 from . import STANDIN_NOTICE, ZITI_VERSION, ZROK_VERSION
 
-ARCHITECTURES = ("amd64", "arm64")
+# The architectures of the real release archives: zrok2 names 32-bit ARM `armv7`, OpenZiti `arm`.
+ZROK_ARCHITECTURES = ("amd64", "arm64", "armv7")
+ZITI_ARCHITECTURES = ("amd64", "arm64", "arm")
 _FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 _FIXED_MTIME = 1577836800  # 2020-01-01T00:00:00Z
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -109,7 +112,7 @@ def build(out_dir, zrok_version=ZROK_VERSION, ziti_version=ZITI_VERSION):
     }
 
     checksum_lines = []
-    for arch in ARCHITECTURES:
+    for arch in ZROK_ARCHITECTURES:
         name = f"zrok2_{zrok_version}_linux_{arch}.tar.gz"
         path = os.path.join(zrok_dir, name)
         build_tarball(path, "zrok2", executable)
@@ -119,7 +122,7 @@ def build(out_dir, zrok_version=ZROK_VERSION, ziti_version=ZITI_VERSION):
     with open(os.path.join(zrok_dir, "checksums.sha256.txt"), "w", encoding="utf-8") as handle:
         handle.writelines(checksum_lines)
 
-    for arch in ARCHITECTURES:
+    for arch in ZITI_ARCHITECTURES:
         name = f"ziti-linux-{arch}-{ziti_version}.tar.gz"
         path = os.path.join(ziti_dir, name)
         build_tarball(path, "ziti", executable)

@@ -33,7 +33,7 @@ def test_zrok_archives_match_checksum_file(release_dir):
     lines = (directory / "checksums.sha256.txt").read_text().splitlines()
     listed = dict(reversed(line.split("  ")) for line in lines)
 
-    assert sorted(listed) == ["zrok2_2.0.9_linux_amd64.tar.gz", "zrok2_2.0.9_linux_arm64.tar.gz"]
+    assert sorted(listed) == [f"zrok2_2.0.9_linux_{arch}.tar.gz" for arch in ("amd64", "arm64", "armv7")]
     for name, digest in listed.items():
         assert sha256(directory / name) == digest
 
@@ -41,7 +41,7 @@ def test_zrok_archives_match_checksum_file(release_dir):
 def test_ziti_archives_have_sidecar_checksums(release_dir):
     directory = release_dir / "openziti/ziti/releases/download/v1.6.9"
 
-    for arch in ("amd64", "arm64"):
+    for arch in ("amd64", "arm64", "arm"):
         archive = directory / f"ziti-linux-{arch}-1.6.9.tar.gz"
         sidecar = (directory / f"ziti-linux-{arch}-1.6.9.tar.gz.sha256").read_text().split()
         assert sidecar == [sha256(archive), archive.name]
