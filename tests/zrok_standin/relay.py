@@ -283,6 +283,8 @@ class Binder:
         self.bound = threading.Event()
         self._stopped = threading.Event()
         self._control = None
+        self._failures = 0
+        self._was_bound = False
 
     def start(self):
         threading.Thread(target=self.run, daemon=True).start()
@@ -298,18 +300,27 @@ class Binder:
 
     def run(self):
         delay = 0.5
+        last_logged = 0.0
         while not self._stopped.is_set():
+            self._was_bound = False
             try:
                 self._bind_once()
-                delay = 0.5
             except (OSError, ConnectionError, RelayError) as exc:
                 self.bound.clear()
                 if self._stopped.is_set():
                     break
-                output.warn(
-                    f"service '{self.service}' lost its binding on edge router "
-                    f"{self.router_address[0]}:{self.router_address[1]} ({exc}); retrying in {delay:.1f}s"
-                )
+                if self._was_bound:
+                    # A binding that held until now starts a fresh backoff.
+                    delay = 0.5
+                self._failures += 1
+                # Log the first failure, then at most one line a minute while the router stays away.
+                if self._failures == 1 or time.monotonic() - last_logged >= 60:
+                    last_logged = time.monotonic()
+                    output.warn(
+                        f"service '{self.service}' is not bound on edge router "
+                        f"{self.router_address[0]}:{self.router_address[1]} ({exc}); "
+                        f"attempt {self._failures}; retrying with backoff of at most 5s"
+                    )
             self._stopped.wait(delay)
             delay = min(delay * 2, 5.0)
 
@@ -324,6 +335,10 @@ class Binder:
                 raise RelayError(answer)
             control.settimeout(None)
             self.bound.set()
+            self._was_bound = True
+            if self._failures:
+                output.info(f"service '{self.service}' bound again after {self._failures} failed attempts")
+                self._failures = 0
             while True:
                 line = recv_line(control).strip()
                 if line == "PING":

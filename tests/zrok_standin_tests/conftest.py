@@ -158,6 +158,10 @@ class Instance:
         )
         wait_for_port(self.api_port, self.controller)
 
+    def start_router(self):
+        self.router = self.processes.start("ziti-router", command("ziti") + ["router", "run", self.router_yml], self.env(self.admin_home))
+        wait_for_port(self.router_port, self.router)
+
     def restart_controller(self):
         self.processes.stop(self.controller)
         self.start_controller()
@@ -179,8 +183,8 @@ class Instance:
         jwt = os.path.join(ziti_home, "router-1.jwt")
         self.ziti("edge", "create", "edge-router", "router-1", "-o", jwt, "-t")
         self.ziti("router", "enroll", router_yml, "--jwt", jwt)
-        self.router = self.processes.start("ziti-router", command("ziti") + ["router", "run", router_yml], self.env(self.admin_home))
-        wait_for_port(self.router_port, self.router)
+        self.router_yml = router_yml
+        self.start_router()
 
         ctrl = f"""# written like the frontend role's ctrl.yml template
 v: 4

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from .conftest import DOMAIN
+from .conftest import DOMAIN, wait_for_line
 from .servers import LocalServer
 
 
@@ -254,3 +254,20 @@ def test_unreachable_controller_reads_like_go(instance):
     assert result.returncode == 1
     assert f"dial tcp 127.0.0.1:{closed_port}: connect: connection refused" in result.stderr
     assert not os.path.exists(os.path.join(home, ".zrok2", "environment.json"))
+
+
+def test_share_rebinds_after_router_restart(instance, printer_server):
+    home = instance.enabled_home("rebind-1")
+    instance.zrok2(home, "create", "name", "-n", "public", "p-rebind-1")
+    share = instance.start_share(home, "p-rebind-1", printer_server.url)
+    try:
+        instance.processes.stop(instance.router)
+        instance.start_router()
+        wait_for_line(share.log_path, "bound again", share)
+        wait_for_line(instance.controller.log_path, "'dynamicProxyController' bound again", instance.controller)
+        status, _, body = public_request(instance, "p-rebind-1")
+    finally:
+        instance.processes.stop(share)
+
+    assert status == 200
+    assert json.loads(body)["server"] == "printer-a"
