@@ -9,9 +9,9 @@ router stand-in relays each public request over a connection that the
 sharing host opened. Everything runs with the Python standard library only,
 because lab hosts have no pip.
 
-Nothing in the product imports this package; the release builder
+Nothing in the product imports this package. The release builder
 (`python -m tests.zrok_standin.release`) packs it into archives with the
-real release names so that the roles install it like the real software.
+real release names, so the roles install it like the real software.
 See docs/zrok-standin.md.
 """
 

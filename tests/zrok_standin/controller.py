@@ -6,17 +6,15 @@ OpenAPI spec as generated into the `zrok_api` client of the PyPI `zrok2`
 `admin.secrets` for admin calls, an account token for the others.
 
 Besides the public API, the controller binds the `dynamic_proxy_controller`
-service on the edge router (when ctrl.yml configures it) and serves the
-frontend's name lookups over it, as the real controller serves the dynamic
-proxy frontend over OpenZiti instead of AMQP and gRPC.
+service on the edge router when ctrl.yml configures it. The frontend looks
+up names over that service. The real controller serves the dynamic proxy
+frontend over OpenZiti too, but with AMQP updates and gRPC.
 """
 
 import hmac
 import json
 import os
 import re
-import socket
-import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -556,8 +554,10 @@ class Controller:
             raise ApiError(401)
         if body.get("shareMode") != "public":
             raise ApiError(500, f"the stand-in supports only public shares, not '{body.get('shareMode')}'")
+
         token = output.new_token()
         names, endpoints = self._select_names(data, account, body.get("nameSelections") or [], token)
+
         auth_scheme = body.get("authScheme") or "none"
         users = [
             {"username": u.get("username", ""), "password": u.get("password", "")}
@@ -567,6 +567,7 @@ class Controller:
             raise ApiError(422)
         if auth_scheme == "oauth":
             raise ApiError(500, "the stand-in does not support OAuth shares")
+
         data["shares"].append(
             {
                 "token": token,

@@ -3,11 +3,11 @@
 Like zrok's dynamicProxy frontend it routes each request by its `Host`
 header (port stripped): `<name>.<namespace name>` selects the share that
 has that name in a namespace mapped to this frontend's `frontend_token`.
-It enforces the share's basic auth (401 with `WWW-Authenticate`), returns
-404 for unknown names and 502 when the share's host is unreachable, adds
-`X-Proxy: zrok` and appends the client address to `X-Forwarded-For` (as Go's
-reverse proxy does), and passes the other end-to-end request headers through
-unchanged (hop-by-hop headers such as `Connection` are dropped, as proxies do).
+It enforces the share's basic auth (401 with `WWW-Authenticate`) and returns
+404 for unknown names and 502 when the share's host is unreachable. It adds
+`X-Proxy: zrok` and appends the client address to `X-Forwarded-For`, as Go's
+reverse proxy does. The other end-to-end request headers pass through
+unchanged, while hop-by-hop headers such as `Connection` are dropped.
 
 The request goes to the share through the edge router (see relay.py); each
 client connection carries one request, so the frontend closes it after the

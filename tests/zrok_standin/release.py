@@ -18,8 +18,8 @@ package, so they run on any architecture with the standard library alone
 archives are byte-for-byte reproducible: zip and tar entries carry a fixed
 timestamp, so rebuilding the same sources gives the same digests.
 
-NOTE: OpenZiti publishes no checksum file beside its archives (an open
-request upstream asks for `.sha256` sidecars); the `.sha256` sidecar here is
+NOTE: OpenZiti publishes no checksum file beside its archives (an upstream
+issue requests `.sha256` sidecars); the `.sha256` sidecar here is
 for the lab only. A role should pin OpenZiti's digest as a variable.
 """
 

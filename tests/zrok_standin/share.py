@@ -3,7 +3,7 @@
 The process requests the share from the controller, binds the share token on the
 edge router over an outbound connection, and copies every dialed connection
 to the local target. SIGTERM and SIGINT delete the share before exiting, as
-the real CLI does; after SIGKILL the share stays recorded on the controller
+the real CLI does. After SIGKILL the share stays recorded on the controller
 and keeps its name, so the next share of that name gets 409 shareConflict
 until someone runs `zrok2 delete share <token>`.
 """

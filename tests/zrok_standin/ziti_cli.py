@@ -170,6 +170,7 @@ def cmd_edge_create(args):
         positional = positional[1:]
     if not positional:
         _fail(f"missing name: ziti edge create {args.type} <name>")
+
     body = {"name": positional[0]}
     if args.role_attributes:
         body["roleAttributes"] = _roles(args.role_attributes)
@@ -192,14 +193,14 @@ def cmd_edge_create(args):
         if len(positional) < 3:
             _fail("usage: ziti edge create config <name> <type> <JSON>")
         body.update({"configTypeId": positional[1], "data": json.loads(positional[2])})
+
     client = _client()
     status, answer = client.request("POST", kind, body)
     if status not in (200, 201):
         _fail(f"error creating {args.type} '{body['name']}': {answer.get('error', {}).get('message', status)}")
+
     entity_id = answer["data"]["id"]
-    if kind == "edge-routers" and args.jwt_output_file:
-        _write_enrollment_token(args.jwt_output_file, entity_id, body["name"])
-    if kind == "identities" and args.jwt_output_file:
+    if kind in ("edge-routers", "identities") and args.jwt_output_file:
         _write_enrollment_token(args.jwt_output_file, entity_id, body["name"])
     print(f"New {args.type} {body['name']} created with id: {entity_id}")
 

@@ -331,9 +331,11 @@ def cmd_list_shares(args):
         answer = client.call("GET", "/shares", "listShares", token=root.environment()["zrok_token"], query=query)
     except (ApiError, OSError) as exc:
         _fail("error listing shares", exc)
+
     if args.json:
         _print_json(answer)
         return
+
     shares = answer.get("shares") or []
     rows = []
     for share in shares:
@@ -350,6 +352,7 @@ def cmd_list_shares(args):
                 output.unix_to_text(share["createdAt"] // 1000),
             ]
         )
+
     print()
     print(output.render_table(["Share Token", "Frontend Endpoints", "Env", "Mode", "Backend", "Target", "Limited", "Created"], rows))
     print()
