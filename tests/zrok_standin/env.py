@@ -50,7 +50,7 @@ _STATUS_SUFFIX = {
 
 
 def client_version():
-    return f"v{os.environ.get('ZROK2_STANDIN_VERSION', ZROK_VERSION)} [standin]"
+    return f"v{ZROK_VERSION} [standin]"
 
 
 class Root:
