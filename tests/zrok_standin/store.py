@@ -47,6 +47,7 @@ class Store:
     def __init__(self, path):
         self.path = os.path.abspath(path)
         self._lock = threading.RLock()
+        self._mtime_ns = None
         self._data = self._load()
 
     def _load(self):
@@ -54,6 +55,7 @@ class Store:
             return copy.deepcopy(_EMPTY)
         with open(self.path, encoding="utf-8") as handle:
             data = json.load(handle)
+            self._mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
         for key, value in _EMPTY.items():
             data.setdefault(key, copy.deepcopy(value))
         return data
@@ -70,9 +72,21 @@ class Store:
                 json.dump(self._data, handle, indent=1, sort_keys=True)
             os.chmod(temporary, 0o600)
             os.replace(temporary, self.path)
+            self._mtime_ns = os.stat(self.path).st_mtime_ns
+
+    def refresh(self):
+        """Reload the file when another process (such as `zrok2 admin bootstrap`) rewrote it."""
+        with self._lock:
+            try:
+                mtime_ns = os.stat(self.path).st_mtime_ns
+            except FileNotFoundError:
+                return
+            if mtime_ns != self._mtime_ns:
+                self._data = self._load()
 
     def read(self):
-        """Return the live data under the lock; callers must hold `lock` while reading."""
+        """Return the live data, reloaded if the file changed; callers must hold `lock` while reading."""
+        self.refresh()
         return self._data
 
     @property
@@ -89,6 +103,7 @@ class _Transaction:
 
     def __enter__(self):
         self.store.lock.acquire()
+        self.store.refresh()
         self.snapshot = copy.deepcopy(self.store._data)
         return self.store._data
 
