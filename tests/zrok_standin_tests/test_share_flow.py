@@ -1,5 +1,6 @@
 """The zrok2 CLI flow of a printer and the public path frontend -> router -> share -> local server."""
 
+import base64
 import hashlib
 import http.client
 import json
@@ -33,7 +34,7 @@ def printer_server():
     server.close()
 
 
-def test_enable_refuses_second_enable(instance):
+def test_enable_rejects_second_enable(instance):
     home = instance.enabled_home("enable-twice")
     token = instance.new_account("enable-twice-2@fleet.test")
 
@@ -91,14 +92,14 @@ def test_share_routes_by_host_to_its_printer(instance, printer_server):
     assert listed[0]["target"] == printer_server.url
 
 
-def test_unknown_host_answers_404(instance):
+def test_unknown_host_returns_404(instance):
     status, _, body = public_request(instance, "no-such-printer")
 
     assert status == 404
     assert b"share not found" in body
 
 
-def test_bare_ip_host_answers_404(instance):
+def test_bare_ip_host_returns_404(instance):
     connection = http.client.HTTPConnection("127.0.0.1", instance.frontend_port, timeout=30)
     connection.request("GET", "/")
     response = connection.getresponse()
@@ -110,8 +111,8 @@ def test_basic_auth_enforced_by_frontend(instance, printer_server):
     home = instance.enabled_home("auth-1")
     instance.zrok2(home, "create", "name", "-n", "public", "p-auth-1")
     share = instance.start_share(home, "p-auth-1", printer_server.url, "--basic-auth", "fleet:s3cret")
-    credentials = "Basic " + __import__("base64").b64encode(b"fleet:s3cret").decode()
-    wrong = "Basic " + __import__("base64").b64encode(b"fleet:wrong").decode()
+    credentials = "Basic " + base64.b64encode(b"fleet:s3cret").decode()
+    wrong = "Basic " + base64.b64encode(b"fleet:wrong").decode()
     try:
         missing_status, missing_headers, _ = public_request(instance, "p-auth-1")
         wrong_status, _, _ = public_request(instance, "p-auth-1", headers={"Authorization": wrong})
