@@ -38,8 +38,8 @@ def load_config(path):
         raise ConfigError(f"controller config '{path}' must be a YAML mapping")
     if cfg.get("v") != 4:
         raise ConfigError(
-            f"controller config '{path}' has v: {cfg.get('v')!r}; zrok v2 needs 'v: 4' "
-            "(see https://docs.zrok.io for the v2 configuration)"
+            f"controller config '{path}' has v: {cfg.get('v')!r}; the zrok v2 controller reads only "
+            "'v: 4' configurations: set 'v: 4' and use the v2 keys"
         )
     secrets_list = (cfg.get("admin") or {}).get("secrets") or []
     if not secrets_list or not all(isinstance(s, str) and s for s in secrets_list):
@@ -47,6 +47,11 @@ def load_config(path):
     store_cfg = cfg.get("store") or {}
     if not store_cfg.get("path"):
         raise ConfigError(f"controller config '{path}': store.path is missing")
+    if store_cfg.get("type", "sqlite3") != "sqlite3":
+        raise ConfigError(
+            f"controller config '{path}': store.type is {store_cfg.get('type')!r}, but the stand-in keeps "
+            "its store in a local file; use 'sqlite3' with a file path in the lab"
+        )
     endpoint = cfg.get("endpoint") or {}
     cfg["endpoint"] = {"host": endpoint.get("host", "0.0.0.0"), "port": int(endpoint.get("port", 18080))}
     return cfg
