@@ -66,14 +66,15 @@ class RecordedRequest:
 
 @dataclass
 class FakeControlServer:
-    """The control server side of the agent protocol, with scripted answers."""
+    """The control server side of the agent protocol, with scripted responses."""
 
     assignment: dict[str, Any] = field(default_factory=assignment)
     requests: list[RecordedRequest] = field(default_factory=list)
-    # Each entry answers one request instead of the default behaviour: (status, body) or a callable.
+    # Each entry is the response to one request in place of the default behaviour: (status, body) or a callable.
     scripted: dict[str, list[Any]] = field(default_factory=lambda: {"register": [], "heartbeat": []})
     heartbeat_actions: list[dict[str, Any]] = field(default_factory=list)
     tokens_issued: int = 0
+    moonraker_status: int = 200
     url: str = ""
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -81,6 +82,8 @@ class FakeControlServer:
         self.requests.append(RecordedRequest(method, path, token, body))
 
         if path == "/server/info":
+            if self.moonraker_status != 200:
+                return self.moonraker_status, {"error": {"code": self.moonraker_status, "message": "Unauthorized"}}
             return 200, {"result": {"klippy_state": "ready", "moonraker_version": "v0.11.0"}}
 
         kind = "register" if path == "/v1/printers/register" else "heartbeat"

@@ -563,3 +563,54 @@ def test_redact_hides_every_secret():
     shown = fleet_agent.redact(["zrok2", "enable", ACCOUNT_TOKEN_EU, "--basic-auth", "u:pw"], [ACCOUNT_TOKEN_EU, "pw"])
 
     assert shown == "zrok2 enable *** --basic-auth u:***"
+
+
+# -- failures that keep the heartbeat loop running ----------------------------------------------
+
+
+def test_failed_share_reported_in_heartbeat(make_agent, control_server, fake_zrok):
+    agent = make_agent()
+    agent.start()
+    wait_for_share(fake_zrok)
+    kill_share_process(agent)
+    fake_zrok.set_fail("list shares", 503)
+
+    agent.supervise_share()
+    agent.heartbeat()
+
+    assert len(agent.fake_sleep.delays) == fleet_agent.LOOP_SHARE_ATTEMPTS - 1
+    assert control_server.posts("heartbeat")[-1].body["share_state"] == "failed"
+    assert "delete share" not in fake_zrok.verbs()
+
+
+def test_move_confirmed_while_new_share_fails(make_agent, control_server, fake_zrok):
+    agent = make_agent()
+    agent.start()
+    wait_for_share(fake_zrok)
+    fake_zrok.set_fail("enable", 503)
+    control_server.heartbeat_actions.append({"action": "move", "reason": "drain", "assignment": assignment("lab-us-1")})
+
+    agent.heartbeat()
+
+    assert control_server.posts("register")[-1].token == PRINTER_TOKEN
+    assert agent.assignment.frontend == "lab-us-1"
+    assert agent.share_state() == "failed"
+
+    fake_zrok.set_fail("enable", None)
+    agent.supervise_share()
+
+    wait_for_share(fake_zrok, US)
+    assert agent.share.running()
+
+
+def test_rotated_moonraker_key_registers_again(make_agent, control_server, fake_zrok, moonraker_data):
+    agent = make_agent()
+    agent.start()
+    agent.moonraker_api_key = "stale-key"
+    control_server.moonraker_status = 401
+
+    agent.heartbeat()
+
+    registrations = control_server.posts("register")
+    assert len(registrations) == 2
+    assert registrations[-1].body["moonraker_api_key"] == MOONRAKER_API_KEY

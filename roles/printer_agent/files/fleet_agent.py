@@ -48,8 +48,8 @@ EXIT_CONFIG = 78
 
 PRINTER_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
-# The earliest wall-clock time the agent accepts as plausible when the OS cannot say whether the
-# clock is synchronised. Boards without a real-time clock boot with a date near their image's
+# The earliest wall-clock time the agent accepts as plausible when the OS cannot report whether
+# the clock is synchronised. Boards without a real-time clock boot with a date near their image's
 # build date or 1970, which makes every TLS certificate look not yet valid.
 PLAUSIBLE_TIME_FLOOR = 1767225600  # 2026-01-01T00:00:00Z
 
@@ -68,6 +68,10 @@ ZROK_TRANSIENT_MARKERS = (
     "eof",
 )
 ZROK_SHARE_CONFLICT_MARKERS = ("shareconflict", "[409]")
+
+# Attempts to start a share from inside the heartbeat loop before the loop sends the next
+# heartbeat (with share_state "failed") and tries again.
+LOOP_SHARE_ATTEMPTS = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +261,7 @@ def compute_hardware_id(
     net_path: str = "/sys/class/net",
     machine_id_path: str = "/etc/machine-id",
 ) -> str:
-    """Hash what tells two machines apart even when they booted from one cloned SD card image.
+    """Hash the parts that differ between two machines even when they booted from one cloned SD card image.
 
     The parts are the CPU serial (Raspberry Pi and other ARM boards), the DMI product UUID (PCs and
     VMs) and the MAC addresses of network interfaces that have a physical device. /etc/machine-id
@@ -353,7 +357,7 @@ class TransientError(Exception):
 
 
 class ControlError(Exception):
-    """A definitive answer from the control server (4xx)."""
+    """A definitive rejection by the control server (HTTP 4xx other than 429)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"HTTP {status} {code}: {message}")
@@ -397,7 +401,7 @@ class ControlClient:
             reason = getattr(exc, "reason", exc)
             raise TransientError(f"{path}: {reason}") from None
         except ValueError as exc:
-            raise TransientError(f"{path}: invalid JSON in the answer ({exc})") from None
+            raise TransientError(f"{path}: invalid JSON in the response ({exc})") from None
 
 
 def _decode_json(data: bytes) -> dict[str, Any]:
@@ -409,7 +413,7 @@ def _decode_json(data: bytes) -> dict[str, Any]:
 
 
 class Backoff:
-    """Exponential backoff with full jitter: wait a random time in [0, min(max, initial * 2^n)]."""
+    """Exponential backoff with jitter: a random delay between half and all of min(max_s, initial_s * 2^attempt)."""
 
     def __init__(self, initial_s: float, max_s: float, rng: random.Random) -> None:
         self.initial_s = initial_s
@@ -644,7 +648,9 @@ class FleetAgent:
         self.share: Optional[ShareProcess] = None
         self.share_token = ""
         self.share_failures = 0
+        self.share_start_failed = False
         self.moonraker_api_key = ""
+        self.moonraker_api_key_changed = False
         self.heartbeat_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, self.rng)
         self.next_heartbeat_delay_s: Optional[float] = None
 
@@ -904,15 +910,31 @@ class FleetAgent:
         self.share_token = ""
         self.assignment = assignment
 
-    def start_share_with_retry(self, assignment: Assignment) -> None:
-        """Start sharing; retry transient and zrok failures with backoff, never deleting anything then."""
+    def start_share_with_retry(self, assignment: Assignment, attempts: Optional[int] = None) -> bool:
+        """Start sharing and return whether it worked; retry failures with backoff, at most attempts times.
+
+        A failure never deletes anything here. With attempts set, the heartbeat loop keeps running
+        after the last failed attempt, reports share_state "failed", and the next tick tries again.
+        """
+        self.assignment = assignment
         backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s, self.rng)
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 self.start_share(assignment)
-                return
+                self.share_start_failed = False
+                return True
             except (TransientError, ZrokError) as exc:
-                self.assignment = assignment
+                self.share_start_failed = True
+                if attempts is not None and attempt >= attempts:
+                    LOG.error(
+                        "Sharing on frontend %s failed %d times (%s); trying again after the next heartbeat",
+                        assignment.frontend,
+                        attempt,
+                        exc,
+                    )
+                    return False
                 delay = backoff.next_delay()
                 LOG.warning("Sharing on frontend %s failed (%s); retrying in %.1f s", assignment.frontend, exc, delay)
                 self.sleep(delay)
@@ -927,7 +949,7 @@ class FleetAgent:
         if self.assignment is None:
             return "none"
         if self.share is None:
-            return "stopped"
+            return "failed" if self.share_start_failed else "stopped"
         if not self.share.running():
             return "failed"
         if not self.share_token:
@@ -956,6 +978,12 @@ class FleetAgent:
                 return {"moonraker_state": "ok", **(result if isinstance(result, dict) else {})}
         except urllib.error.HTTPError as exc:
             LOG.info("Moonraker /server/info returned HTTP %d", exc.code)
+            if exc.code == 401 and self.moonraker_api_key:
+                current_key = read_moonraker_api_key(self.config.moonraker_data_path)
+                if current_key and current_key != self.moonraker_api_key:
+                    LOG.info("Moonraker's API key was rotated; registering again to send the new key")
+                    self.moonraker_api_key = current_key
+                    self.moonraker_api_key_changed = True
             return {"moonraker_state": "error"}
         except (urllib.error.URLError, OSError):
             return {"moonraker_state": "unreachable"}
@@ -1000,24 +1028,26 @@ class FleetAgent:
         LOG.info("Fleet agent %s starting for printer %s", AGENT_VERSION, self.config.printer_id)
         self.wait_for_clock()
         assignment = self.register()
-        self.start_share_with_retry(assignment)
+        self.start_share_with_retry(assignment, attempts=LOOP_SHARE_ATTEMPTS)
 
     def supervise_share(self) -> None:
         """Restart the share process when it exited."""
         if self.assignment is None or (self.share is not None and self.share.running()):
             return
-        status = self.share.exit_status() if self.share else None
         self.share_failures += 1
-        LOG.warning(
-            "Share process for %s exited (status %s); restarting it (restart %d)",
-            self.assignment.share_name,
-            status,
-            self.share_failures,
-        )
-        self.start_share_with_retry(self.assignment)
+        if self.share is not None:
+            LOG.warning(
+                "Share process for %s exited with status %s; restarting it (restart %d)",
+                self.assignment.share_name,
+                self.share.exit_status(),
+                self.share_failures,
+            )
+        else:
+            LOG.warning("Share %s is not running; starting it (attempt %d)", self.assignment.share_name, self.share_failures)
+        self.start_share_with_retry(self.assignment, attempts=LOOP_SHARE_ATTEMPTS)
 
     def heartbeat(self) -> None:
-        """Send one heartbeat and follow the answer."""
+        """Send one heartbeat and act on the action in the response."""
         assert self.assignment is not None
         body = self.heartbeat_body()
         path = f"/v1/printers/{self.config.printer_id}/heartbeat"
@@ -1061,11 +1091,15 @@ class FleetAgent:
         elif action == "restart_share":
             LOG.warning("Control server asks to restart the share of %s: %s", self.config.printer_id, reason)
             self.stop_share()
-            self.start_share_with_retry(self.assignment)
+            self.start_share_with_retry(self.assignment, attempts=LOOP_SHARE_ATTEMPTS)
         elif action == "stay":
             self.follow_assignment_if_changed(answer.get("assignment"))
         else:
             LOG.warning("Control server sent unknown action %r; staying on frontend %s", action, self.assignment.frontend)
+
+        if self.moonraker_api_key_changed:
+            self.moonraker_api_key_changed = False
+            self.follow_assignment(self.register())
 
     def follow_assignment_if_changed(self, value: Any) -> None:
         if value is None:
@@ -1085,7 +1119,7 @@ class FleetAgent:
         if assignment.same_share(self.assignment) and self.share is not None and self.share.running():
             self.assignment = assignment
             return
-        self.start_share_with_retry(assignment)
+        self.start_share_with_retry(assignment, attempts=LOOP_SHARE_ATTEMPTS)
 
     def move(self, value: Any, reason: str) -> None:
         """Move to the new frontend: stop, disable on the old instance, share on the new, confirm."""
@@ -1103,8 +1137,10 @@ class FleetAgent:
             reason,
         )
         self.stop_share()
-        self.start_share_with_retry(target)
+        self.start_share_with_retry(target, attempts=LOOP_SHARE_ATTEMPTS)
 
+        # Registering again confirms the move even when sharing still fails: the control server
+        # then knows the printer left the old frontend, and the heartbeat reports the share state.
         confirmed = self.register()
         LOG.info("Move of %s to frontend %s confirmed by the control server", self.config.printer_id, confirmed.frontend)
         if not confirmed.same_share(self.assignment):
