@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tarfile
@@ -94,15 +95,59 @@ def test_playbook_syntax(playbook):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_printers_playbook_rolls_out_in_batches():
-    play = yaml.safe_load((REPO / "playbooks" / "printers.yml").read_text())[0]
-    group_vars = yaml.safe_load((REPO / "inventory" / "group_vars" / "printers.yml").read_text())
+def inventory_of_printers(tmp_path: Path, count: int) -> Path:
+    inventory = tmp_path / "hosts.yml"
+    hosts = {f"printer-{n:02d}": {"ansible_connection": "local"} for n in range(1, count + 1)}
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"printers": {"hosts": hosts}}}}))
+    return inventory
 
-    assert play["hosts"] == "printers"
-    assert "fleet_printer_serial" in play["serial"]
-    assert "fleet_printer_max_fail_percentage" in str(play["max_fail_percentage"])
-    assert group_vars["fleet_printer_serial"][0] == 1
-    assert 0 <= group_vars["fleet_printer_max_fail_percentage"] < 100
+
+def batches_of(tmp_path: Path, *extra_args: str, failing: str = "", expect_rc: int = 0) -> list[list[str]]:
+    """Run printers.yml with the role replaced by tasks that print each batch and fail on one host."""
+    play = yaml.safe_load((REPO / "playbooks" / "printers.yml").read_text())[0]
+    play.pop("roles")
+    play.update(become=False, gather_facts=False, tasks=[
+        {
+            "name": "Show the batch",
+            "ansible.builtin.debug": {"msg": "BATCH {{ ansible_play_batch | join(',') }}"},
+            "run_once": True,
+        },
+        {
+            "name": "Fail like a broken release",
+            "ansible.builtin.fail": {"msg": "broken release"},
+            "when": f"inventory_hostname == {failing!r}",
+        },
+    ])
+    playbook = tmp_path / "printers.yml"
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory_of_printers(tmp_path, 20)), str(playbook), *extra_args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_PYTHON_INTERPRETER": sys.executable},
+        timeout=600,
+    )
+    assert result.returncode == expect_rc, result.stdout + result.stderr
+    return [batch.split(",") for batch in re.findall(r"BATCH ([a-z0-9,-]+)\"?$", result.stdout, re.MULTILINE)]
+
+
+def test_printers_playbook_starts_with_canary(tmp_path):
+    batches = batches_of(tmp_path)
+
+    assert [len(batch) for batch in batches[:3]] == [1, 2, 5]
+    assert sum(len(batch) for batch in batches) == 20
+
+
+def test_printers_playbook_batches_overridable(tmp_path):
+    batches = batches_of(tmp_path, "-e", json.dumps({"fleet_printer_serial": [10]}))
+
+    assert [len(batch) for batch in batches] == [10, 10]
+
+
+def test_printers_playbook_stops_on_failures(tmp_path):
+    batches = batches_of(tmp_path, failing="printer-02", expect_rc=2)
+
+    assert batches == [["printer-01"], ["printer-02", "printer-03"]]
 
 
 # -- argument specs -----------------------------------------------------------------------------
