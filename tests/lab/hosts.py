@@ -23,6 +23,8 @@ HOSTS_DIR = topology.STATE_DIR / "hosts"
 SSH_DIR = topology.STATE_DIR / "ssh"
 SSH_KEY = SSH_DIR / "id_ed25519"
 CA_NAME = "printer-fleet-lab-ca.crt"
+FILES = Path(__file__).resolve().parent / "files"
+PRINTER_UID = 1000  # the `printer` user the image creates for Moonraker and the Klipper stand-in
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
@@ -109,6 +111,9 @@ def write_host_files(host: Host, public_key: str, ca_cert: Path, dnsmasq_conf: s
     wants.mkdir(parents=True, exist_ok=True)
     enabled = []
     if host.kind == "printer":
+        config = root / "home/printer/printer_data/config/moonraker.conf"
+        shutil.copy(FILES / "moonraker.conf", config)
+        os.chown(config, PRINTER_UID, PRINTER_UID)
         enabled = ["klipper-standin.service", "moonraker.service"]
     if host.kind == "control":
         (root / "etc/dnsmasq.d/fleet-lab.conf").write_text(dnsmasq_conf)

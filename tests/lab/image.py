@@ -25,7 +25,7 @@ SUITE = "bookworm"
 MIRROR = os.environ.get("FLEET_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 MOONRAKER_VERSION = "0.11.0"
 FILES = Path(__file__).resolve().parent / "files"
-IMAGE_FILES = ["klipper_standin.py", "klipper-standin.service", "moonraker.service", "moonraker.conf"]
+IMAGE_FILES = ["klipper_standin.py", "klipper-standin.service", "moonraker.service"]
 
 # Installed by debootstrap: what systemd-nspawn, Ansible over SSH and testinfra need.
 BASE_PACKAGES = [
@@ -157,7 +157,6 @@ def install_printer_files(root: Path) -> None:
     data = root / "home/printer/printer_data"
     for sub in ("config", "logs", "gcodes", "database", "comms", "misc"):
         (data / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy(FILES / "moonraker.conf", data / "config/moonraker.conf")
     (data / "config/printer.cfg").write_text("# Lab printer: served by the Klipper stand-in.\n")
     # An empty usb.ids keeps Moonraker from downloading it at start.
     (data / "misc/usb.ids").write_text("")

@@ -13,6 +13,7 @@ from tests.lab import topology
 
 INVENTORY_DIR = topology.BUILD_DIR / "inventory"
 INVENTORY_FILE = INVENTORY_DIR / "hosts.yml"
+GROUP_VARS_DIR = INVENTORY_DIR / "group_vars" / "all"
 SECRETS_FILE = topology.STATE_DIR / "secrets.yml"
 FRONTEND_CAPACITY = 10
 
@@ -48,19 +49,23 @@ def update_secrets(**values: str) -> None:
         yaml.safe_dump(current, handle)
 
 
-def write_inventory(ssh_key: Path, pki: dict[str, Path], extra_group_vars: dict | None = None) -> Path:
+def write_inventory(ssh_key: Path, pki_dir: Path) -> Path:
+    """Write the inventory and the lab's static group_vars (group_vars/all/lab.yml)."""
     INVENTORY_DIR.mkdir(parents=True, exist_ok=True)
     INVENTORY_FILE.write_text(_templates.get_template("inventory.yml.j2").render(
         frontends=topology.FRONTENDS, control=topology.CONTROL, printers=topology.PRINTERS,
         client=topology.CLIENT, printer_locations=topology.PRINTER_LOCATIONS,
         frontend_capacity=FRONTEND_CAPACITY))
 
-    group_vars = INVENTORY_DIR / "group_vars"
-    group_vars.mkdir(exist_ok=True)
-    text = _templates.get_template("group_vars_all.yml.j2").render(
-        ssh_key=ssh_key, pki=pki, secrets_file=SECRETS_FILE,
-        control_server_name=topology.CONTROL_SERVER_NAME, control_server_port=topology.CONTROL_SERVER_PORT)
-    if extra_group_vars:
-        text += yaml.safe_dump(extra_group_vars, sort_keys=False)
-    (group_vars / "all.yml").write_text(text)
+    GROUP_VARS_DIR.mkdir(parents=True, exist_ok=True)
+    (GROUP_VARS_DIR / "lab.yml").write_text(_templates.get_template("group_vars_all.yml.j2").render(
+        ssh_key=ssh_key, pki_dir=pki_dir, secrets_file=SECRETS_FILE,
+        control_server_name=topology.CONTROL_SERVER_NAME, control_server_port=topology.CONTROL_SERVER_PORT))
     return INVENTORY_FILE
+
+
+def write_group_vars(name: str, values: dict, comment: str) -> None:
+    """Write generated variables to group_vars/all/<name>.yml."""
+    GROUP_VARS_DIR.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"# {line}\n" for line in comment.splitlines()) + yaml.safe_dump(values, sort_keys=False)
+    (GROUP_VARS_DIR / f"{name}.yml").write_text(text)

@@ -42,7 +42,7 @@ def up_hosts() -> dict:
         deadline = time.monotonic() + hosts.BOOT_TIMEOUT
         with concurrent.futures.ThreadPoolExecutor(len(topology.HOSTS)) as pool:
             list(pool.map(lambda h: hosts.wait_for_ssh(h, deadline), topology.HOSTS))
-    inventory.write_inventory(ssh_key, pki_paths)
+    inventory.write_inventory(ssh_key, PKI_DIR)
     timings["hosts"] = time.monotonic() - started
     print(f"lab: {len(topology.HOSTS)} hosts answer on SSH after {timings['hosts']:.0f} s; "
           f"inventory {inventory.INVENTORY_FILE}", flush=True)
