@@ -24,11 +24,6 @@ def pytest_addoption(parser):
                     help="leave the lab running after the session (remove it with `make lab-down`)")
 
 
-def _lab_inventory_requested(config) -> bool:
-    return not getattr(config.option, "ansible_inventory", None) or \
-        getattr(config, "_fleet_lab_inventory", False)
-
-
 def pytest_configure(config):
     # testinfra expands `ansible://group` hosts while collecting, so the lab inventory must exist
     # before the lab boots. Its content depends only on the fixed lab topology.
