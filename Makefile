@@ -13,7 +13,7 @@ INSTALLED := $(VENV)/.installed
 # carries Ansible and testinfra to the hosts, python3-venv makes $(VENV). Moonraker's libsodium is
 # baked into the lab image, not installed here.
 APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client python3-venv \
-	rsync curl ca-certificates
+	rsync curl ca-certificates openssl
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg

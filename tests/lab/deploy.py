@@ -58,9 +58,9 @@ class _ProgressPrinter:
         elif kind == "runner_on_ok" and data.get("res", {}).get("changed"):
             print(f"               {data.get('host')}: changed", flush=True)
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            result = data.get("res", {})
-            message = result.get("msg") or result.get("stderr") or "see the Ansible output above"
-            if result.get("_ansible_no_log") or data.get("task_args", {}).get("no_log"):
+            result = data.get("res") or {}
+            message = result.get("msg") or result.get("stderr") or "no message"
+            if result.get("_ansible_no_log") or "censored" in result:
                 message = "the output is hidden because the task handles secrets (no_log)"
             label = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
             print(f"               {data.get('host')}: {label}: {str(message)[:500]}", flush=True)
