@@ -103,12 +103,18 @@ def lab(request) -> Lab:
     from tests.lab import deploy, hosts, inventory, lab as lab_module, topology
 
     already_running = all(hosts.running_pid(h) for h in topology.HOSTS) and deploy.DEPLOYED_MARKER.exists()
+    keep = request.config.getoption("--lab-keep")
     if not already_running:
         lab_module.down()
-        lab_module.up_hosts()
-        deploy.deploy_and_report()
+        try:
+            lab_module.up_hosts()
+            deploy.deploy_and_report()
+        except BaseException:
+            if not keep:
+                lab_module.down()
+            raise
     yield Lab(inventory.INVENTORY_FILE, deploy.LAB_CA_FILE, hosts.SSH_KEY)
-    if not already_running and not request.config.getoption("--lab-keep"):
+    if not already_running and not keep:
         lab_module.down()
 
 

@@ -22,10 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("the lab needs root (network namespaces, overlay mounts, systemd-nspawn)")
     if args.command == "up":
-        lab.up_hosts()
-        if not args.hosts_only:
-            from tests.lab import deploy
-            deploy.deploy_and_report()
+        try:
+            lab.up_hosts()
+            if not args.hosts_only:
+                from tests.lab import deploy
+                deploy.deploy_and_report()
+        except (RuntimeError, FileNotFoundError, TimeoutError) as error:
+            print(f"lab: {error}\nlab: the hosts stay up for inspection; `make lab-down` removes them",
+                  file=sys.stderr)
+            return 1
         return 0
     if args.command == "down":
         lab.down()

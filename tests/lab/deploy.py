@@ -119,28 +119,48 @@ def create_enrollment_token() -> None:
     print("lab: created an enrollment token for the printers (kept in the lab secrets file)", flush=True)
 
 
-def wait_for_assignments(timeout: float = ASSIGNMENT_TIMEOUT) -> list[dict]:
-    """Wait until every lab printer has a frontend and a public URL; return the printers."""
+def wait_for_shares(timeout: float = ASSIGNMENT_TIMEOUT) -> list[dict]:
+    """Wait until every lab printer reports an active share at a public URL; return the printers.
+
+    Returns the current list when `timeout` passes first, so the table shows what is missing.
+    """
     client = control_server_client()
     deadline = time.monotonic() + timeout
     expected = {p.name for p in topology.PRINTERS}
+    print(f"lab: waiting up to {timeout:.0f} s for every printer to share Moonraker", flush=True)
     try:
         while True:
             printers = client.printers()
-            assigned = {p["printer_id"] for p in printers if p.get("public_url")}
-            if expected <= assigned or time.monotonic() > deadline:
+            sharing = {p["printer_id"] for p in printers if p.get("public_url") and p.get("share_state") == "active"}
+            if expected <= sharing or time.monotonic() > deadline:
                 return printers
             time.sleep(2)
     finally:
         client.close()
 
 
+def health(printer: dict) -> str:
+    """Summarise what the agent reports and what the control server's probes found."""
+    problems = []
+    if printer.get("share_state") != "active":
+        problems.append(f"share {printer.get('share_state') or 'unknown'}")
+    if printer.get("moonraker_state") != "ok":
+        problems.append(f"moonraker {printer.get('moonraker_state') or 'unknown'}")
+    if printer.get("klippy_state") != "ready":
+        problems.append(f"klippy {printer.get('klippy_state') or 'unknown'}")
+    if printer.get("probe_failures"):
+        problems.append(f"{printer['probe_failures']} failed probes of the public URL")
+    return "ok" if not problems else ", ".join(problems)
+
+
 def print_printer_table(printers: list[dict]) -> None:
-    print(f"\n{'printer':<12} {'frontend':<10} {'public URL':<44} {'share':<8} {'moonraker':<10} klippy")
+    known = {p["printer_id"] for p in printers}
+    print(f"\n{'printer':<12} {'frontend':<10} {'public URL':<44} health")
     for printer in sorted(printers, key=lambda p: p["printer_id"]):
         print(f"{printer['printer_id']:<12} {printer.get('frontend') or '-':<10} "
-              f"{printer.get('public_url') or '-':<44} {printer.get('share_state') or '-':<8} "
-              f"{printer.get('moonraker_state') or '-':<10} {printer.get('klippy_state') or '-'}")
+              f"{printer.get('public_url') or '-':<44} {health(printer)}")
+    for missing in sorted({p.name for p in topology.PRINTERS} - known):
+        print(f"{missing:<12} {'-':<10} {'-':<44} not registered with the control server")
     print(flush=True)
 
 
@@ -174,6 +194,6 @@ def deploy_and_report() -> None:
     started = time.monotonic()
     deploy_all()
     DEPLOYED_MARKER.write_text("")
-    printers = wait_for_assignments()
+    printers = wait_for_shares()
     print(f"lab: configured in {time.monotonic() - started:.0f} s")
     print_printer_table(printers)

@@ -28,16 +28,18 @@ def up_hosts() -> dict:
     pki_paths = pki_files()
     inventory.write_secrets()
 
+    # Hosts still running from an earlier `up` keep their state; the others start afresh.
+    stopped = [host for host in topology.HOSTS if not hosts.running_pid(host)]
     with step("bridge, namespaces, overlays"):
         hosts.create_bridge()
         dnsmasq = hosts.dnsmasq_config()
-        for host in topology.HOSTS:
+        for host in stopped:
             hosts.create_host_network(host)
             hosts.mount_overlay(host, root)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda h: hosts.write_host_files(h, public_key, pki_paths["ca"], dnsmasq), topology.HOSTS))
+            list(pool.map(lambda h: hosts.write_host_files(h, public_key, pki_paths["ca"], dnsmasq), stopped))
     with step("boot systemd and wait for sshd"):
-        for host in topology.HOSTS:
+        for host in stopped:
             hosts.start_container(host)
         deadline = time.monotonic() + hosts.BOOT_TIMEOUT
         with concurrent.futures.ThreadPoolExecutor(len(topology.HOSTS)) as pool:
