@@ -104,18 +104,23 @@ def lab(request) -> Lab:
 
     already_running = all(hosts.running_pid(h) for h in topology.HOSTS) and deploy.DEPLOYED_MARKER.exists()
     keep = request.config.getoption("--lab-keep")
+    # Show the lab's progress as it happens: booting and configuring take minutes.
+    capture = request.config.pluginmanager.getplugin("capturemanager")
     if not already_running:
-        lab_module.down()
-        try:
-            lab_module.up_hosts()
-            deploy.deploy_and_report()
-        except BaseException:
-            if not keep:
-                lab_module.down()
-            raise
+        with capture.global_and_fixture_disabled():
+            print()
+            lab_module.down()
+            try:
+                lab_module.up_hosts()
+                deploy.deploy_and_report()
+            except BaseException:
+                if not keep:
+                    lab_module.down()
+                raise
     yield Lab(inventory.INVENTORY_FILE, deploy.LAB_CA_FILE, hosts.SSH_KEY)
     if not already_running and not keep:
-        lab_module.down()
+        with capture.global_and_fixture_disabled():
+            lab_module.down()
 
 
 @pytest.fixture(autouse=True)
