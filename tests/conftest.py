@@ -1,8 +1,9 @@
-"""Shared fixtures. The `lab` fixture brings the lab fleet up once per session and down at its end.
+"""Shared fixtures. `lab_hosts` boots the lab fleet once per session and removes it at the end;
+`lab` also configures it with the playbooks.
 
-Tests marked `lab` get the fixture automatically. The testinfra suites under tests/testinfra/ run
-against the lab inventory unless `--ansible-inventory` names another one (a production inventory),
-in which case the lab is not started for them.
+Tests that use either carry the `lab` marker. The testinfra suites under tests/testinfra/ run
+against the configured lab unless `--ansible-inventory` names another inventory (a production
+one), in which case the lab is not started for them.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ def pytest_configure(config):
         inventory.write_inventory(hosts.SSH_KEY, lab.PKI_DIR)
         config.option.ansible_inventory = str(inventory.INVENTORY_FILE)
         config._fleet_lab_inventory = True
+    else:
+        config._fleet_lab_inventory = False
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     # Runs before `-m` selection, so `-m "not lab"` also skips the testinfra suites on the lab.
-    if getattr(config, "_fleet_lab_inventory", False):
+    if config._fleet_lab_inventory:
         for item in items:
             if TESTINFRA_DIR in Path(str(item.fspath)).parents:
                 item.add_marker(pytest.mark.lab)
@@ -93,18 +96,18 @@ def _curl_quote(value: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def lab(request) -> Lab:
-    """Bring the lab up and configure it, once per session; remove it at the end.
+def lab_hosts(request) -> Lab:
+    """Boot the lab hosts once per session, without configuring them; remove them at the end.
 
-    A lab left running by `make lab` is reused and left running.
+    Hosts left running by `make lab` are reused and left running.
     """
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, overlay mounts, systemd-nspawn)")
     from tests.lab import deploy, hosts, inventory, lab as lab_module, topology
 
-    already_running = all(hosts.running_pid(h) for h in topology.HOSTS) and deploy.DEPLOYED_MARKER.exists()
+    already_running = all(hosts.running_pid(h) for h in topology.HOSTS)
     keep = request.config.getoption("--lab-keep")
-    # Show the lab's progress as it happens: booting and configuring take minutes.
+    # Show the lab's progress as it happens: building the image takes minutes.
     capture = request.config.pluginmanager.getplugin("capturemanager")
     if not already_running:
         with capture.global_and_fixture_disabled():
@@ -112,7 +115,6 @@ def lab(request) -> Lab:
             lab_module.down()
             try:
                 lab_module.up_hosts()
-                deploy.deploy_and_report()
             except BaseException:
                 if not keep:
                     lab_module.down()
@@ -123,7 +125,23 @@ def lab(request) -> Lab:
             lab_module.down()
 
 
+@pytest.fixture(scope="session")
+def lab(request, lab_hosts) -> Lab:
+    """The lab configured by the real playbooks, with every printer registered.
+
+    The playbooks run once per session, or not at all when `make lab` configured the lab.
+    """
+    from tests.lab import deploy
+
+    if not deploy.DEPLOYED_MARKER.exists():
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            deploy.deploy_and_report()
+    return lab_hosts
+
+
 @pytest.fixture(autouse=True)
-def _lab_for_marked_tests(request):
-    if request.node.get_closest_marker("lab"):
+def _lab_for_testinfra(request):
+    # The testinfra suites check configured hosts; the lab's inventory names them.
+    if request.config._fleet_lab_inventory and TESTINFRA_DIR in Path(str(request.node.fspath)).parents:
         request.getfixturevalue("lab")
