@@ -8,15 +8,17 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-# Debian packages: the lab (debootstrap, systemd-nspawn, iproute2, ssh), Moonraker's libsodium,
-# PostgreSQL client tools for the replica tests, and the venv module for Debian's own Python.
-APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client libsodium23 \
-	python3-venv rsync curl ca-certificates
+# Debian packages on the machine that runs the lab: debootstrap builds the hosts' image,
+# systemd-container has systemd-nspawn, iproute2 makes the bridge and namespaces, openssh-client
+# carries Ansible and testinfra to the hosts, python3-venv makes $(VENV). Moonraker's libsodium is
+# baked into the lab image, not installed here.
+APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client python3-venv \
+	rsync curl ca-certificates openssl
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup system-packages test unit lab lab-down lint
+.PHONY: setup system-packages test unit lab lab-down lab-status lint
 
 setup: $(INSTALLED)
 
@@ -37,8 +39,10 @@ $(INSTALLED): requirements.txt requirements-nodeps.txt | system-packages
 unit: setup
 	$(PY) -m pytest -m "not lab" tests
 
+# Unit tests and the lab tests in one session: the lab fixture boots the lab once and removes it
+# at the end (a lab left by `make lab` is reused and kept).
 test: setup system-packages
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=20 tests
 
 lint: setup
 	$(VENV)/bin/ansible-lint --profile production playbooks roles
@@ -46,5 +50,8 @@ lint: setup
 lab: setup system-packages
 	$(PY) -m tests.lab up
 
-lab-down:
+lab-down: setup
 	$(PY) -m tests.lab down
+
+lab-status: setup
+	$(PY) -m tests.lab status
