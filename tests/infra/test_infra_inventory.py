@@ -37,8 +37,11 @@ def recorded(stack: str) -> dict:
 
 @pytest.fixture
 def generated(tmp_path) -> Path:
-    generate(sources(), output_dir=tmp_path)
-    return tmp_path
+    # A folder of its own: ansible-inventory reads every file in it, and ANSIBLE_HOME below is
+    # inside tmp_path.
+    output_dir = tmp_path / "generated"
+    generate(sources(), output_dir=output_dir)
+    return output_dir
 
 
 def ansible_env(tmp_path: Path) -> dict[str, str]:
