@@ -614,3 +614,24 @@ def test_rotated_moonraker_key_registers_again(make_agent, control_server, fake_
     registrations = control_server.posts("register")
     assert len(registrations) == 2
     assert registrations[-1].body["moonraker_api_key"] == MOONRAKER_API_KEY
+
+
+def test_status_file_tracks_registration(make_agent, fake_zrok):
+    agent = make_agent()
+
+    agent.start()
+    wait_for_share(fake_zrok)
+    agent.write_status(registered=True)
+    running = json.loads(open(agent.status_file).read())
+    agent.shutdown()
+    stopped = json.loads(open(agent.status_file).read())
+
+    assert running["registered"] is True
+    assert running["share_state"] == "active"
+    assert running["frontend"] == "lab-eu-1"
+    assert running["public_url"] == "https://p-printer-01.lab-eu.fleet.test"
+    assert stopped["registered"] is False
+    assert stopped["share_state"] == "none"
+    text = open(agent.status_file).read()
+    for secret in SECRETS:
+        assert secret not in text
