@@ -1,6 +1,6 @@
 """Checks a printer configured by the printer_agent role, on real hosts.
 
-Run against any inventory whose printers group holds configured printers:
+Run against any inventory whose printers group contains configured printers:
 
     pytest tests/testinfra/test_printer_agent.py --hosts=ansible://printers --ansible-inventory=<inventory>
 
