@@ -65,8 +65,10 @@ def test_enrollment_stores_token_and_shares(make_agent, control_server, fake_zro
 
     share = wait_for_share(fake_zrok)
     assert share["frontendEndpoints"] == ["https://p-printer-01.lab-eu.fleet.test"]
-    assert fake_zrok.verbs() == ["config set", "enable", "list names", "create name", "list shares", "share public"]
-    share_call = fake_zrok.calls()[-1]
+    assert fake_zrok.verbs()[:5] == ["config set", "enable", "list names", "create name", "list shares"]
+    # The share process and the share-token lookup for status.json run concurrently.
+    assert "share public" in fake_zrok.verbs()[5:]
+    share_call = next(call for call in fake_zrok.calls() if call[:2] == ["share", "public"])
     assert share_call[:6] == ["share", "public", "http://127.0.0.1:7125", "-n", "public:p-printer-01", "--headless"]
     assert share_call[share_call.index("--basic-auth") + 1] == "fleet:basic-pass-secret-999"
 
@@ -614,3 +616,24 @@ def test_rotated_moonraker_key_registers_again(make_agent, control_server, fake_
     registrations = control_server.posts("register")
     assert len(registrations) == 2
     assert registrations[-1].body["moonraker_api_key"] == MOONRAKER_API_KEY
+
+
+def test_status_file_tracks_registration(make_agent, fake_zrok):
+    agent = make_agent()
+
+    agent.start()
+    wait_for_share(fake_zrok)
+    agent.write_status(registered=True)
+    running = json.loads(open(agent.status_file).read())
+    agent.shutdown()
+    stopped = json.loads(open(agent.status_file).read())
+
+    assert running["registered"] is True
+    assert running["share_state"] == "active"
+    assert running["frontend"] == "lab-eu-1"
+    assert running["public_url"] == "https://p-printer-01.lab-eu.fleet.test"
+    assert stopped["registered"] is False
+    assert stopped["share_state"] == "none"
+    text = open(agent.status_file).read()
+    for secret in SECRETS:
+        assert secret not in text

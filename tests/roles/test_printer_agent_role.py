@@ -464,3 +464,22 @@ def test_agent_config_template_is_valid_json(tmp_path):
     import fleet_agent
 
     assert fleet_agent.build_config(config).control_url == "https://control.fleet.test:8443"
+
+
+def test_moonraker_check_mode_changes_nothing(tmp_path, moonraker_conf, fake_systemctl):
+    bin_dir, log = fake_systemctl
+
+    result = run_playbook(tmp_path, moonraker_play(tmp_path), "--check", env={"PATH": f"{bin_dir}:{BIN}:{os.environ['PATH']}"})
+
+    assert result.returncode == 0, result.stdout
+    assert recap(result.stdout)["changed"] >= 2
+    assert moonraker_conf.read_text() == OPERATOR_CONF
+    assert not (moonraker_conf.parent / "printer-fleet.conf").exists()
+    assert "restart" not in (log.read_text() if log.exists() else "")
+
+
+def test_archive_install_check_mode(tmp_path, release_dir):
+    result = run_playbook(tmp_path, install_archive_play(tmp_path), "--check")
+
+    assert result.returncode == 0, result.stdout
+    assert not (tmp_path / "bin" / "zrok2").exists()

@@ -1,6 +1,6 @@
 """Checks a printer configured by the printer_agent role, on real hosts.
 
-Run against any inventory whose printers group holds configured printers:
+Run against any inventory whose printers group contains configured printers:
 
     pytest tests/testinfra/test_printer_agent.py --hosts=ansible://printers --ansible-inventory=<inventory>
 
@@ -11,6 +11,7 @@ these tests read from the host's Ansible variables.
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 
 import pytest
@@ -167,3 +168,11 @@ def test_zrok_environment_enabled(host, role_vars):
     assert environment.exists
     assert environment.user == "root"
     assert environment.mode & 0o077 == 0
+
+
+def test_agent_registered_and_sharing(host, role_vars):
+    status = json.loads(host.file(f"{role_vars['state_dir']}/status.json").content_string)
+
+    assert status["registered"] is True
+    assert status["share_state"] == "active"
+    assert status["public_url"].startswith("https://")

@@ -1026,9 +1026,40 @@ class FleetAgent:
     def start(self) -> None:
         """Wait for the clock, register and start sharing."""
         LOG.info("Fleet agent %s starting for printer %s", AGENT_VERSION, self.config.printer_id)
+        self.write_status(registered=False)
         self.wait_for_clock()
         assignment = self.register()
         self.start_share_with_retry(assignment, attempts=LOOP_SHARE_ATTEMPTS)
+        self.write_status(registered=True)
+
+    @property
+    def status_file(self) -> str:
+        return os.path.join(self.config.state_dir, "status.json")
+
+    def write_status(self, registered: bool) -> None:
+        """Write the agent's state to <state_dir>/status.json for operators and the role's rollout check.
+
+        The file contains no secret. Keys are sorted, so "registered" comes before "share_state".
+        """
+        status = {
+            "agent_version": AGENT_VERSION,
+            "frontend": self.assignment.frontend if self.assignment else None,
+            "pid": os.getpid(),
+            "printer_id": self.config.printer_id,
+            "public_url": self.assignment.public_url if self.assignment else None,
+            "registered": registered,
+            "share_state": self.share_state() if registered else "none",
+            "updated_at": int(self.clock()),
+        }
+        try:
+            os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+            fd, tmp_path = tempfile.mkstemp(prefix=".status-", dir=self.config.state_dir)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(status, handle, indent=1, sort_keys=True)
+            os.chmod(tmp_path, 0o644)
+            os.replace(tmp_path, self.status_file)
+        except OSError as exc:
+            LOG.warning("Cannot write %s (%s)", self.status_file, exc)
 
     def supervise_share(self) -> None:
         """Restart the share process when it exited."""
@@ -1153,10 +1184,12 @@ class FleetAgent:
             self.sleep(self.heartbeat_interval_s if delay is None else min(delay, self.heartbeat_interval_s * 4))
             self.supervise_share()
             self.heartbeat()
+            self.write_status(registered=True)
 
     def shutdown(self) -> None:
         """Stop the share process; zrok2 removes its share on SIGTERM, the reserved name stays."""
         self.stop_share()
+        self.write_status(registered=False)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
