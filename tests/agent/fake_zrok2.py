@@ -168,13 +168,14 @@ def share_public(argv, environment):
         data = instance(state, endpoint)
         if data["names"].get(name) != environment["zrok_token"]:
             fail(f"unable to create share ([POST /share][404] shareNotFound) name '{name}' not reserved")
-        if any(f"://{name}." in url for s in data["shares"] for url in s["frontendEndpoints"]):
+        if any(url.startswith(f"{name}.") for s in data["shares"] for url in s["frontendEndpoints"]):
             fail("unable to create share ([POST /share][409] shareConflict)")
         data["shares"].append(
             {
                 "shareToken": token,
                 "envZId": environment["ziti_identity"],
-                "frontendEndpoints": [f"https://{name}.{share_domain(endpoint)}"],
+                # zrok v2 lists endpoints as bare host names, without a scheme.
+                "frontendEndpoints": [f"{name}.{share_domain(endpoint)}"],
                 "target": target,
                 "shareMode": "public",
                 "backendMode": "proxy",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -64,7 +65,7 @@ def test_enrollment_stores_token_and_shares(make_agent, control_server, fake_zro
     assert stat.S_IMODE(os.stat(os.path.dirname(token_file)).st_mode) == 0o700
 
     share = wait_for_share(fake_zrok)
-    assert share["frontendEndpoints"] == ["https://p-printer-01.lab-eu.fleet.test"]
+    assert share["frontendEndpoints"] == ["p-printer-01.lab-eu.fleet.test"]
     assert fake_zrok.verbs()[:5] == ["config set", "enable", "list names", "create name", "list shares"]
     # The share process and the share-token lookup for status.json run concurrently.
     assert "share public" in fake_zrok.verbs()[5:]
@@ -134,6 +135,32 @@ def test_restart_reuses_registration_and_removes_stale_share(make_agent, control
     assert control_server.tokens_issued == 1
     assert "enable" not in fake_zrok.verbs()
     assert "create name" not in fake_zrok.verbs()
+    assert ["delete", "share", stale["shareToken"]] in fake_zrok.calls()
+    fresh = wait_for_share(fake_zrok)
+    assert fresh["shareToken"] != stale["shareToken"]
+
+
+def test_stale_share_of_lost_environment_removed(make_agent, control_server, fake_zrok):
+    first = make_agent()
+    first.start()
+    stale = wait_for_share(fake_zrok)
+    kill_share_process(first)
+    first.share = None
+
+    # The stale share now belongs to an environment this agent no longer has (for example a
+    # state directory restored from an old backup); only its share name ties it to the printer.
+    with open(fake_zrok.state_path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = fake_zrok.state()
+        for instance in state["instances"].values():
+            for share in instance["shares"]:
+                share["envZId"] = "lost-environment"
+        fake_zrok.state_path.write_text(json.dumps(state))
+    fake_zrok.clear_calls()
+
+    second = make_agent()
+    second.start()
+
     assert ["delete", "share", stale["shareToken"]] in fake_zrok.calls()
     fresh = wait_for_share(fake_zrok)
     assert fresh["shareToken"] != stale["shareToken"]

@@ -859,12 +859,13 @@ class FleetAgent:
         listing = self.zrok.run_json(["list", "shares", "--json"], purpose="find stale shares") or {}
         environment = self.zrok.environment() or {}
         own_zid = environment.get("ziti_identity")
-        host_prefix = f"://{assignment.share_name}."
+        host_prefix = f"{assignment.share_name}."
 
         own = []
         for share in listing.get("shares") or []:
-            endpoints = share.get("frontendEndpoints") or []
-            if (own_zid and share.get("envZId") == own_zid) or any(host_prefix in str(url) for url in endpoints):
+            # zrok v2 lists frontend endpoints as bare host names ("name.domain"); accept a URL too.
+            hosts = [str(url).split("://", 1)[-1] for url in share.get("frontendEndpoints") or []]
+            if (own_zid and share.get("envZId") == own_zid) or any(host.startswith(host_prefix) for host in hosts):
                 own.append(share)
         return own
 
