@@ -226,7 +226,9 @@ def spawn_servers(database_url: str, replicas: int, inventory: Path, workdir: Pa
         port = free_port()
         env = dict(os.environ, FLEET_ADMIN_TOKEN=ADMIN_TOKEN, PYTHONPATH=str(REPO),
                    FLEET_LOG_LEVEL="warning",
-                   FLEET_ZROK_ACCOUNT_POOL_SIZE=str(pool_size), FLEET_MOVE_INTERVAL_S="1")
+                   FLEET_ZROK_ACCOUNT_POOL_SIZE=str(pool_size), FLEET_MOVE_INTERVAL_S="1",
+                   # One refill before the storm; none during it, as after a pool filled ahead of a wave.
+                   FLEET_ZROK_ACCOUNT_POOL_REFILL_INTERVAL_S="3600")
         process = subprocess.Popen(
             [sys.executable, "-m", "controlserver", "serve", "--inventory", str(inventory),
              "--database", database_url, "--listen", f"127.0.0.1:{port}",
@@ -275,7 +277,7 @@ def fill_database(database_url: str, total: int, frontends: int) -> int:
             added_per_frontend[frontend] += 1
             rows.append({
                 "id": f"stored-{number:06d}", "hardware_id": f"hw{number:010d}",
-                "token_hash": hash_token(f"stored-token-{number}"), "frontend": frontend,
+                "token_hash": hash_token(f"fleet-printer-stored-{number}"), "frontend": frontend,
                 "share_password": new_password(), "enrolled_at": now, "registered_at": now, "assigned_at": now,
                 "latitude": 50.0, "longitude": 10.0, "probe_failures": 0, "restart_share": False,
                 "share_state": "starting", "moonraker_state": "ok",
@@ -392,7 +394,7 @@ async def exercise_stored(addresses, admin: dict, concurrency: int, added: int, 
         number = index * 37 % max(added, 1)
         body = json.dumps({"frontend": f"bench-{number % frontends:03d}", "share_state": "active",
                            "moonraker_state": "ok", "klippy_state": "ready"}).encode()
-        headers = {"Authorization": f"Bearer stored-token-{number}"}
+        headers = {"Authorization": f"Bearer fleet-printer-stored-{number}"}
         return "POST", f"/v1/printers/stored-{number:06d}/heartbeat", body, headers
 
     if not added:

@@ -43,7 +43,7 @@ class Monitor:
         settings = self.settings
         tick = min(settings.frontend_probe_interval_s, settings.move_interval_s,
                    settings.printer_probe_interval_s, settings.lease_ttl_s / 3)
-        due = {"frontends": 0.0, "moves": 0.0, "printers": 0.0}
+        due = {"frontends": 0.0, "moves": 0.0, "printers": 0.0, "pools": 0.0}
         try:
             while True:
                 await self._renew_lease()
@@ -55,6 +55,8 @@ class Monitor:
                     if now >= due["moves"]:
                         due["moves"] = now + settings.move_interval_s
                         await self._run_job("moves", self.move_batch)
+                    if now >= due["pools"]:
+                        due["pools"] = now + settings.zrok_account_pool_refill_interval_s
                         await self._run_job("account pool refill", self.refill_account_pools)
                     if now >= due["printers"]:
                         due["printers"] = now + settings.printer_probe_interval_s
