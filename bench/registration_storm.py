@@ -6,9 +6,11 @@ The script starts, on loopback only:
     figures measure the control server and not a zrok instance;
   - one control server process (`python -m controlserver serve`) on a fresh SQLite file.
 
-Then it registers --count printers from --concurrency concurrent keep-alive connections, runs the
-same number of `GET /healthz` requests (the server's no-op endpoint) the same way, and prints
-registrations per second, p50/p99 latency, the server's peak RSS and the ratio of the two rates.
+It waits until the monitor has filled the zrok account pools (--pool-size accounts per frontend),
+as an operator does before an enrollment wave, so registrations claim pooled accounts. Then it
+registers --count printers from --concurrency concurrent keep-alive connections and runs the same
+number of `GET /healthz` requests (the server's no-op endpoint) the same way. It prints the
+rates, p50/p99 latency, their ratio, the server's CPU time per request and its peak RSS.
 Finally it tops the database up to --stored printers (written straight into the SQLite file,
 which is much faster than registering them) and prints the server's RSS after it has served
 /metrics, the frontend list and a round of heartbeats over them.
