@@ -268,7 +268,8 @@ class Fleet:
         )
         states = self._frontend_states(connection)
         frontend = self._ensure_assigned(connection, printer.id, printer.frontend, placement, states, now)
-        return self._assigned_printer(connection, printer.id, printer.share_password, states[frontend])
+        return self._assigned_printer(connection, printer.id, printer.share_password,
+                                      self._state_of(connection, states, frontend))
 
     def _check_enrollment_token(self, connection: Connection, token_hash: str, now: datetime):
         enrollment = connection.execute(SELECT_ENROLLMENT_TOKEN, {"b_hash": token_hash}).first()
@@ -433,6 +434,13 @@ class Fleet:
         self._states_cache = (time.monotonic(), states)
         return states
 
+    def _state_of(self, connection: Connection, states: dict[str, FrontendState], name: str) -> FrontendState:
+        """Return the frontend's state, rereading the frontends if another replica added it since."""
+        if name not in states:
+            self.invalidate_frontend_states()
+            states = self._frontend_states(connection)
+        return states[name]
+
     def invalidate_frontend_states(self) -> None:
         """Make the next request read the frontends from the database (after health or drain changes)."""
         self._states_cache = None
@@ -545,7 +553,8 @@ class Fleet:
             if action == "restart_share":
                 values.update(restart_share=False, probe_failures=0)
             connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer_id).values(**values))
-            assigned = self._assigned_printer(connection, printer_id, printer.share_password, states[frontend])
+            assigned = self._assigned_printer(connection, printer_id, printer.share_password,
+                                              self._state_of(connection, states, frontend))
 
         if action != "stay":
             log.info("heartbeat answered", extra={"printer": printer_id, "frontend": frontend,
