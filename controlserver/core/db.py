@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
+MIGRATION_LOCK_ID = 7125_0001  # arbitrary PostgreSQL advisory lock key for schema migrations
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -84,6 +85,9 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                # Replicas starting together migrate one after the other, in one transaction each.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

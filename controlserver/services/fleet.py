@@ -111,7 +111,10 @@ class Fleet:
         self.settings = settings
         self.zrok = zrok
         self._states_cache: tuple[float, dict[str, FrontendState]] | None = None
-        self._insert_printer = db.insert_ignoring_conflicts(PRINTERS)
+        # RETURNING tells whether the row was inserted: SQLAlchemy promises rowcount only for
+        # UPDATE and DELETE, and psycopg reports none for this INSERT.
+        self._insert_printer = db.insert_ignoring_conflicts(PRINTERS).returning(PRINTERS.c.id)
+        self._insert_account = db.insert_ignoring_conflicts(ZROK_ACCOUNTS).returning(ZROK_ACCOUNTS.c.printer_id)
 
     # -- inventory -------------------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class Fleet:
                 move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
                 probe_failures=0, restart_share=False,
             )
-            inserted = connection.execute(self._insert_printer, row).rowcount == 1
+            inserted = connection.execute(self._insert_printer, row).first() is not None
 
             if inserted and frontend is None:
                 raise CapacityExhausted(
@@ -495,10 +498,10 @@ class Fleet:
 
     def _store_account(self, printer_id: str, frontend: str, email: str, account_token: str) -> str:
         with self.db.write() as connection:
-            inserted = connection.execute(self.db.insert_ignoring_conflicts(ZROK_ACCOUNTS).values(
-                printer_id=printer_id, frontend=frontend, email=email, account_token=account_token,
-                created_at=utcnow(),
-            )).rowcount == 1
+            inserted = connection.execute(self._insert_account, {
+                "printer_id": printer_id, "frontend": frontend, "email": email, "account_token": account_token,
+                "created_at": utcnow(),
+            }).first() is not None
             if inserted:
                 return account_token
             # A concurrent request of the same printer stored one first; keep that one.
