@@ -6,9 +6,11 @@ The script starts, on loopback only:
     figures measure the control server and not a zrok instance;
   - one control server process (`python -m controlserver serve`) on a fresh SQLite file.
 
-Then it registers --count printers from --concurrency concurrent keep-alive connections, runs the
-same number of `GET /healthz` requests (the server's no-op endpoint) the same way, and prints
-registrations per second, p50/p99 latency, the server's peak RSS and the ratio of the two rates.
+It waits until the monitor has filled the zrok account pools (--pool-size accounts per frontend),
+as an operator does before an enrollment wave, so registrations claim pooled accounts. Then it
+registers --count printers from --concurrency concurrent keep-alive connections and runs the same
+number of `GET /healthz` requests (the server's no-op endpoint) the same way. It prints the
+rates, p50/p99 latency, their ratio, the server's CPU time per request and its peak RSS.
 Finally it tops the database up to --stored printers (written straight into the SQLite file,
 which is much faster than registering them) and prints the server's RSS after it has served
 /metrics, the frontend list and a round of heartbeats over them.
@@ -226,7 +228,9 @@ def spawn_servers(database_url: str, replicas: int, inventory: Path, workdir: Pa
         port = free_port()
         env = dict(os.environ, FLEET_ADMIN_TOKEN=ADMIN_TOKEN, PYTHONPATH=str(REPO),
                    FLEET_LOG_LEVEL="warning",
-                   FLEET_ZROK_ACCOUNT_POOL_SIZE=str(pool_size), FLEET_MOVE_INTERVAL_S="1")
+                   FLEET_ZROK_ACCOUNT_POOL_SIZE=str(pool_size), FLEET_MOVE_INTERVAL_S="1",
+                   # One refill before the storm; none during it, as after a pool filled ahead of a wave.
+                   FLEET_ZROK_ACCOUNT_POOL_REFILL_INTERVAL_S="3600")
         process = subprocess.Popen(
             [sys.executable, "-m", "controlserver", "serve", "--inventory", str(inventory),
              "--database", database_url, "--listen", f"127.0.0.1:{port}",
@@ -275,7 +279,7 @@ def fill_database(database_url: str, total: int, frontends: int) -> int:
             added_per_frontend[frontend] += 1
             rows.append({
                 "id": f"stored-{number:06d}", "hardware_id": f"hw{number:010d}",
-                "token_hash": hash_token(f"stored-token-{number}"), "frontend": frontend,
+                "token_hash": hash_token(f"fleet-printer-stored-{number}"), "frontend": frontend,
                 "share_password": new_password(), "enrolled_at": now, "registered_at": now, "assigned_at": now,
                 "latitude": 50.0, "longitude": 10.0, "probe_failures": 0, "restart_share": False,
                 "share_state": "starting", "moonraker_state": "ok",
@@ -392,7 +396,7 @@ async def exercise_stored(addresses, admin: dict, concurrency: int, added: int, 
         number = index * 37 % max(added, 1)
         body = json.dumps({"frontend": f"bench-{number % frontends:03d}", "share_state": "active",
                            "moonraker_state": "ok", "klippy_state": "ready"}).encode()
-        headers = {"Authorization": f"Bearer stored-token-{number}"}
+        headers = {"Authorization": f"Bearer fleet-printer-stored-{number}"}
         return "POST", f"/v1/printers/stored-{number:06d}/heartbeat", body, headers
 
     if not added:

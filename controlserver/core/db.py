@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
+MIGRATION_LOCK_ID = 7125_0001  # arbitrary PostgreSQL advisory lock key for schema migrations
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -84,6 +85,9 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                # Replicas starting together migrate one after the other, in one transaction each.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -95,7 +99,11 @@ def _create_sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+    # No rollback when a connection returns to the pool: every use ends its transaction itself
+    # (Engine.begin commits or rolls back, Session.close rolls back), and the extra ROLLBACK
+    # is a visible cost per request.
+    engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30},
+                           pool_reset_on_return=None)
 
     @event.listens_for(engine, "connect")
     def _configure_connection(dbapi_connection, _record) -> None:

@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     # Unclaimed accounts the monitor keeps per frontend, so that an enrollment wave needs no
     # admin API call per printer; 0 creates every account at assignment time.
     zrok_account_pool_size: int = Field(default=10, ge=0)
+    zrok_account_pool_refill_interval_s: float = Field(default=10.0, gt=0)
     share_auth_username: str = "fleet"
 
     @field_validator("admin_token")

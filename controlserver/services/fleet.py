@@ -111,7 +111,10 @@ class Fleet:
         self.settings = settings
         self.zrok = zrok
         self._states_cache: tuple[float, dict[str, FrontendState]] | None = None
-        self._insert_printer = db.insert_ignoring_conflicts(PRINTERS)
+        # RETURNING tells whether the row was inserted: SQLAlchemy promises rowcount only for
+        # UPDATE and DELETE, and psycopg reports none for this INSERT.
+        self._insert_printer = db.insert_ignoring_conflicts(PRINTERS).returning(PRINTERS.c.id)
+        self._insert_account = db.insert_ignoring_conflicts(ZROK_ACCOUNTS).returning(ZROK_ACCOUNTS.c.printer_id)
 
     # -- inventory -------------------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class Fleet:
                 move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
                 probe_failures=0, restart_share=False,
             )
-            inserted = connection.execute(self._insert_printer, row).rowcount == 1
+            inserted = connection.execute(self._insert_printer, row).first() is not None
 
             if inserted and frontend is None:
                 raise CapacityExhausted(
@@ -268,7 +271,8 @@ class Fleet:
         )
         states = self._frontend_states(connection)
         frontend = self._ensure_assigned(connection, printer.id, printer.frontend, placement, states, now)
-        return self._assigned_printer(connection, printer.id, printer.share_password, states[frontend])
+        return self._assigned_printer(connection, printer.id, printer.share_password,
+                                      self._state_of(connection, states, frontend))
 
     def _check_enrollment_token(self, connection: Connection, token_hash: str, now: datetime):
         enrollment = connection.execute(SELECT_ENROLLMENT_TOKEN, {"b_hash": token_hash}).first()
@@ -433,6 +437,13 @@ class Fleet:
         self._states_cache = (time.monotonic(), states)
         return states
 
+    def _state_of(self, connection: Connection, states: dict[str, FrontendState], name: str) -> FrontendState:
+        """Return the frontend's state, rereading the frontends if another replica added it since."""
+        if name not in states:
+            self.invalidate_frontend_states()
+            states = self._frontend_states(connection)
+        return states[name]
+
     def invalidate_frontend_states(self) -> None:
         """Make the next request read the frontends from the database (after health or drain changes)."""
         self._states_cache = None
@@ -487,10 +498,10 @@ class Fleet:
 
     def _store_account(self, printer_id: str, frontend: str, email: str, account_token: str) -> str:
         with self.db.write() as connection:
-            inserted = connection.execute(self.db.insert_ignoring_conflicts(ZROK_ACCOUNTS).values(
-                printer_id=printer_id, frontend=frontend, email=email, account_token=account_token,
-                created_at=utcnow(),
-            )).rowcount == 1
+            inserted = connection.execute(self._insert_account, {
+                "printer_id": printer_id, "frontend": frontend, "email": email, "account_token": account_token,
+                "created_at": utcnow(),
+            }).first() is not None
             if inserted:
                 return account_token
             # A concurrent request of the same printer stored one first; keep that one.
@@ -545,7 +556,8 @@ class Fleet:
             if action == "restart_share":
                 values.update(restart_share=False, probe_failures=0)
             connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer_id).values(**values))
-            assigned = self._assigned_printer(connection, printer_id, printer.share_password, states[frontend])
+            assigned = self._assigned_printer(connection, printer_id, printer.share_password,
+                                              self._state_of(connection, states, frontend))
 
         if action != "stay":
             log.info("heartbeat answered", extra={"printer": printer_id, "frontend": frontend,

@@ -43,7 +43,7 @@ class Monitor:
         settings = self.settings
         tick = min(settings.frontend_probe_interval_s, settings.move_interval_s,
                    settings.printer_probe_interval_s, settings.lease_ttl_s / 3)
-        due = {"frontends": 0.0, "moves": 0.0, "printers": 0.0}
+        due = {"frontends": 0.0, "moves": 0.0, "printers": 0.0, "pools": 0.0}
         try:
             while True:
                 await self._renew_lease()
@@ -55,6 +55,8 @@ class Monitor:
                     if now >= due["moves"]:
                         due["moves"] = now + settings.move_interval_s
                         await self._run_job("moves", self.move_batch)
+                    if now >= due["pools"]:
+                        due["pools"] = now + settings.zrok_account_pool_refill_interval_s
                         await self._run_job("account pool refill", self.refill_account_pools)
                     if now >= due["printers"]:
                         due["printers"] = now + settings.printer_probe_interval_s
@@ -210,7 +212,10 @@ class Monitor:
     async def _probe_printer(self, printer_id: str, share_domain: str, api_key: str | None, password: str) -> str | None:
         url = f"https://{share_name_for(printer_id)}.{share_domain}/server/info"
         headers = {"X-Api-Key": api_key} if api_key else {}
-        return await self._get(url, headers=headers, auth=(self.settings.share_auth_username, password))
+        # 401 and 403 come from Moonraker or the share's basic auth, so the share itself works
+        # (e.g. the printer sent no API key). Errors, 404 (share not found) and 5xx do not.
+        return await self._get(url, headers=headers, auth=(self.settings.share_auth_username, password),
+                               accept=(401, 403))
 
     def _record_printer_results(self, results: dict[str, str | None]) -> None:
         now = utcnow()
@@ -233,7 +238,7 @@ class Monitor:
                                 extra={"printer": printer_id, "frontend": printer.frontend,
                                        "failures": printer.probe_failures, "error": error})
 
-    async def _get(self, url: str, **kwargs) -> str | None:
+    async def _get(self, url: str, accept: tuple[int, ...] = (), **kwargs) -> str | None:
         if self._client is None:
             self._client = httpx.AsyncClient(verify=client_ssl_context(self.settings.ca_file),
                                              timeout=self.settings.probe_timeout_s, follow_redirects=False)
@@ -241,6 +246,6 @@ class Monitor:
             response = await self._client.get(url, **kwargs)
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:300]
-        if not 200 <= response.status_code < 300:
+        if not (200 <= response.status_code < 300 or response.status_code in accept):
             return f"HTTP {response.status_code}"
         return None

@@ -160,8 +160,10 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m controlserver serve` as a child process on loopback."""
 
-    def __init__(self, files: dict, env: dict | None = None, args: list[str] | None = None) -> None:
+    def __init__(self, files: dict, env: dict | None = None, args: list[str] | None = None,
+                 database_url: str | None = None) -> None:
         self.files = files
+        self.database_url = database_url or f"sqlite:///{files['database']}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "FLEET_ADMIN_TOKEN": ADMIN_TOKEN, "FLEET_ZROK_ACCOUNT_POOL_SIZE": "0",
@@ -172,7 +174,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "controlserver", "serve", "--inventory", str(self.files["inventory"]),
-                "--database", f"sqlite:///{self.files['database']}", "--listen", f"127.0.0.1:{self.port}",
+                "--database", self.database_url, "--listen", f"127.0.0.1:{self.port}",
                 "--secrets-file", str(self.files["secrets"]), *self.args]
 
     def start(self) -> ServerProcess:
