@@ -81,9 +81,17 @@ class ZrokAdmin:
                     f"stored here: delete it with `zrok2 admin delete account {email}` on {frontend}, "
                     "then the printer's next registration creates it again"
                 ) from None
+            if exc.status == 401:
+                raise ZrokAccountFailed(
+                    f"zrok admin API of frontend {frontend} rejected the admin secret while creating "
+                    f"account {email} (HTTP 401): check zrok_admin_secrets in the secrets file"
+                ) from None
+            # zrok v2 answers 500 for every other failure, an existing e-mail included.
             raise ZrokAccountFailed(
-                f"zrok admin API of frontend {frontend} rejected creating account {email} "
-                f"(HTTP {exc.status}): check the admin secret in the secrets file"
+                f"zrok admin API of frontend {frontend} failed to create account {email} "
+                f"(HTTP {exc.status}): if the account already exists, delete it with "
+                f"`zrok2 admin delete account {email}` on {frontend}; otherwise read the zrok "
+                "controller's log there"
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ZrokAccountFailed(
