@@ -8,6 +8,8 @@ file outside the repository and never appear in this output.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -67,6 +69,14 @@ class _ProgressPrinter:
         return True  # keep the event in the artifacts as well
 
 
+def ensure_ansible_on_path() -> None:
+    """Put this interpreter's bin directory on PATH: ansible-runner and testinfra look up the
+    ansible-playbook and ansible-inventory commands there, even when the venv is not activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def run_playbook(name: str, extra_vars: dict | None = None, limit: str | None = None,
                  quiet_progress: bool = False) -> PlaybookResult:
     """Run one playbook from playbooks/ against the lab inventory."""
@@ -74,6 +84,7 @@ def run_playbook(name: str, extra_vars: dict | None = None, limit: str | None = 
     if not playbook.exists():
         raise FileNotFoundError(f"playbook not found: {playbook}")
     RUNNER_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_ansible_on_path()
     cmdline = f"--extra-vars @{inventory.SECRETS_FILE}"
     print(f"lab: ansible-playbook {name}", flush=True)
     with releases.serve():
