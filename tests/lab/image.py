@@ -52,8 +52,8 @@ EXTRA_PACKAGES = [
 DISABLED_SERVICES = ["caddy", "rabbitmq-server", "dnsmasq"]
 
 
-# Bump when a change to the build steps below changes what ends up in the image; the package
-# lists, the Moonraker version and the files in IMAGE_FILES are hashed anyway.
+# Bump when a change to the build steps below changes what ends up in the image. The package
+# lists, the Moonraker version and the files in IMAGE_FILES are part of the hash already.
 RECIPE_VERSION = 1
 
 
