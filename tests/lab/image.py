@@ -54,7 +54,7 @@ DISABLED_SERVICES = ["caddy", "rabbitmq-server", "dnsmasq"]
 
 # Bump when a change to the build steps below changes what ends up in the image. The package
 # lists, the Moonraker version and the files in IMAGE_FILES are part of the hash already.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def recipe_hash() -> str:
@@ -184,6 +184,15 @@ def finish_root(root: Path) -> None:
     (root / "etc/apt/sources.list").write_text("# lab hosts have no route out\n")
     for lists in (root / "var/lib/apt/lists").glob("*_*"):
         lists.unlink()
+    # Do the first-boot updates once here (system users, linker cache, hwdb, journal catalog) and
+    # mark /etc and /var as up to date, so units with ConditionNeedsUpdate= skip at every boot.
+    # Ten hosts running them at once under load made systemd-sysusers fail now and then.
+    chroot(root, ["systemd-sysusers"])
+    chroot(root, ["ldconfig"])
+    chroot(root, ["systemd-hwdb", "update"], check=False)
+    chroot(root, ["journalctl", "--update-catalog"], check=False)
+    for marker in ("etc/.updated", "var/.updated"):
+        (root / marker).touch()
     # Each host gets its own machine id, hostname and resolv.conf in its overlay.
     (root / "etc/machine-id").write_text("")
     (root / "etc/resolv.conf").write_text("")
