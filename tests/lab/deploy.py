@@ -59,6 +59,15 @@ class _ProgressPrinter:
             print(f"  [{elapsed:5.0f}s]   {data.get('task', '')}", flush=True)
         elif kind == "runner_on_ok" and data.get("res", {}).get("changed"):
             print(f"               {data.get('host')}: changed", flush=True)
+        elif kind == "runner_item_on_failed":
+            # A loop task's own failure only says "One or more items failed"; the item says why.
+            result = data.get("res") or {}
+            if result.get("_ansible_no_log") or "censored" in result:
+                message = "the output is hidden because the task handles secrets (no_log)"
+            else:
+                label = result.get("_ansible_item_label", result.get("item", ""))
+                message = f"item {str(label)[:80]}: {result.get('msg') or result.get('stderr') or 'no message'}"
+            print(f"               {data.get('host')}: FAILED: {str(message)[:500]}", flush=True)
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             result = data.get("res") or {}
             message = result.get("msg") or result.get("stderr") or "no message"
