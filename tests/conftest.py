@@ -28,6 +28,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     # testinfra expands `ansible://group` hosts while collecting, so the lab inventory must exist
     # before the lab boots. Its content depends only on the fixed lab topology.
+    from tests.lab import deploy
+    deploy.ensure_ansible_on_path()
     if hasattr(config.option, "ansible_inventory") and not config.option.ansible_inventory:
         from tests.lab import hosts, inventory, lab
         inventory.write_inventory(hosts.SSH_KEY, lab.PKI_DIR)

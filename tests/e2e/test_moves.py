@@ -19,8 +19,7 @@ pytestmark = pytest.mark.lab
 
 # Units of a frontend as the zrok_frontend role installs them, plus its TLS reverse proxy.
 FRONTEND_UNITS = ["caddy", "zrok2-frontend", "zrok2-health", "zrok2-controller", "ziti-router", "ziti-controller"]
-# NOTE: no role installs the control server yet; this unit name is an assumption to align with it.
-CONTROL_SERVER_UNIT = "fleet-control-server"
+CONTROL_SERVER_UNIT = "printer-fleet-control"  # as playbooks/control_server.yml installs it
 
 # Bounds, in seconds. Failover: the control server needs a few frontend probes (15 s apart) to
 # call the frontend failed, then each printer learns of its move at its next heartbeat (30 s)

@@ -8,6 +8,8 @@ file outside the repository and never appear in this output.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +59,15 @@ class _ProgressPrinter:
             print(f"  [{elapsed:5.0f}s]   {data.get('task', '')}", flush=True)
         elif kind == "runner_on_ok" and data.get("res", {}).get("changed"):
             print(f"               {data.get('host')}: changed", flush=True)
+        elif kind == "runner_item_on_failed":
+            # A loop task's own failure only says "One or more items failed"; the item says why.
+            result = data.get("res") or {}
+            if result.get("_ansible_no_log") or "censored" in result:
+                message = "the output is hidden because the task handles secrets (no_log)"
+            else:
+                label = result.get("_ansible_item_label", result.get("item", ""))
+                message = f"item {str(label)[:80]}: {result.get('msg') or result.get('stderr') or 'no message'}"
+            print(f"               {data.get('host')}: FAILED: {str(message)[:500]}", flush=True)
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             result = data.get("res") or {}
             message = result.get("msg") or result.get("stderr") or "no message"
@@ -67,6 +78,14 @@ class _ProgressPrinter:
         return True  # keep the event in the artifacts as well
 
 
+def ensure_ansible_on_path() -> None:
+    """Put this interpreter's bin directory on PATH: ansible-runner and testinfra look up the
+    ansible-playbook and ansible-inventory commands there, even when the venv is not activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def run_playbook(name: str, extra_vars: dict | None = None, limit: str | None = None,
                  quiet_progress: bool = False) -> PlaybookResult:
     """Run one playbook from playbooks/ against the lab inventory."""
@@ -74,6 +93,7 @@ def run_playbook(name: str, extra_vars: dict | None = None, limit: str | None = 
     if not playbook.exists():
         raise FileNotFoundError(f"playbook not found: {playbook}")
     RUNNER_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_ansible_on_path()
     cmdline = f"--extra-vars @{inventory.SECRETS_FILE}"
     print(f"lab: ansible-playbook {name}", flush=True)
     with releases.serve():

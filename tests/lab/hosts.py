@@ -25,6 +25,7 @@ SSH_KEY = SSH_DIR / "id_ed25519"
 CA_NAME = "printer-fleet-lab-ca.crt"
 FILES = Path(__file__).resolve().parent / "files"
 PRINTER_UID = 1000  # the `printer` user the image creates for Moonraker and the Klipper stand-in
+MASKED_UNITS = ["systemd-remount-fs.service"]
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
@@ -104,6 +105,13 @@ def write_host_files(host: Host, public_key: str, ca_cert: Path, dnsmasq_conf: s
     (ssh / "authorized_keys").chmod(0o600)
 
     trust_ca(root, ca_cert)
+
+    # systemd-nspawn mounts the root file system; remounting it per /etc/fstab has nothing to do,
+    # and under load it failed now and then on a booting host.
+    for unit in MASKED_UNITS:
+        mask = root / "etc/systemd/system" / unit
+        if not mask.is_symlink():
+            mask.symlink_to("/dev/null")
 
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)

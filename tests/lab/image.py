@@ -45,17 +45,23 @@ EXTRA_PACKAGES = [
     # Printers: Moonraker links libsodium at run time.
     "libsodium23",
     # Lab infrastructure and checks.
-    "dnsmasq", "ca-certificates", "curl", "procps", "iputils-ping", "less",
+    "dnsmasq", "ca-certificates", "curl", "procps", "iputils-ping", "less", "rsync",
 ]
 
 # Services the packages enable on install. The roles or the lab enable them where they belong.
 DISABLED_SERVICES = ["caddy", "rabbitmq-server", "dnsmasq"]
 
 
+# Bump when a change to the build steps below changes what ends up in the image. The package
+# lists, the Moonraker version and the files in IMAGE_FILES are part of the hash already.
+RECIPE_VERSION = 2
+
+
 def recipe_hash() -> str:
     """Return a short hash of everything that decides the image content."""
     digest = hashlib.sha256()
-    digest.update(Path(__file__).read_bytes())
+    recipe = [RECIPE_VERSION, SUITE, MOONRAKER_VERSION, BASE_PACKAGES, EXTRA_PACKAGES, DISABLED_SERVICES]
+    digest.update(repr(recipe).encode())
     for name in IMAGE_FILES:
         digest.update(name.encode())
         digest.update((FILES / name).read_bytes())
@@ -88,6 +94,8 @@ def build_image(target: Path) -> None:
         shutil.rmtree(target)
     work = target.with_name(target.name + ".building")
     if work.exists():
+        # An interrupted build can leave debootstrap's or our /proc, /sys and /dev mounts behind.
+        unmount_below(work)
         shutil.rmtree(work)
     root = work / "root"
     print(f"lab image: building Debian {SUITE} into {target} (several minutes)", flush=True)
@@ -176,9 +184,26 @@ def finish_root(root: Path) -> None:
     (root / "etc/apt/sources.list").write_text("# lab hosts have no route out\n")
     for lists in (root / "var/lib/apt/lists").glob("*_*"):
         lists.unlink()
+    # Do the first-boot updates once here (system users, linker cache, hwdb, journal catalog) and
+    # mark /etc and /var as up to date, so units with ConditionNeedsUpdate= skip at every boot.
+    # Ten hosts running them at once under load made systemd-sysusers fail now and then.
+    chroot(root, ["systemd-sysusers"])
+    chroot(root, ["ldconfig"])
+    chroot(root, ["systemd-hwdb", "update"], check=False)
+    chroot(root, ["journalctl", "--update-catalog"], check=False)
+    for marker in ("etc/.updated", "var/.updated"):
+        (root / marker).touch()
     # Each host gets its own machine id, hostname and resolv.conf in its overlay.
     (root / "etc/machine-id").write_text("")
     (root / "etc/resolv.conf").write_text("")
+
+
+def unmount_below(path: Path) -> None:
+    """Unmount every mount point at or below `path`, deepest first."""
+    prefix = str(path.resolve())
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount_point in sorted((m for m in mounts if m == prefix or m.startswith(prefix + "/")), reverse=True):
+        subprocess.run(["umount", "-l", mount_point], check=False)
 
 
 @contextlib.contextmanager
