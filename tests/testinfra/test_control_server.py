@@ -12,7 +12,7 @@ import pytest
 
 UNIT = "printer-fleet-control"
 
-# (path, owner, group, mode) of the files that hold secrets or private keys.
+# (path, owner, group, mode) of the files that contain secrets or private keys.
 SECRET_FILES = [
     ("/etc/printer-fleet/admin-token", "printer-fleet", "printer-fleet", 0o600),
     ("/etc/printer-fleet/secrets.yml", "printer-fleet", "printer-fleet", 0o600),
