@@ -12,7 +12,7 @@ import pytest
 
 UNIT = "printer-fleet-control"
 
-# (path, owner, group, mode) of the files that hold secrets or private keys.
+# (path, owner, group, mode) of the files that contain secrets or private keys.
 SECRET_FILES = [
     ("/etc/printer-fleet/admin-token", "printer-fleet", "printer-fleet", 0o600),
     ("/etc/printer-fleet/secrets.yml", "printer-fleet", "printer-fleet", 0o600),
@@ -146,8 +146,12 @@ def test_secrets_file_lists_frontends(host):
 def test_requirements_installed_offline(host):
     wheels = host.file("/opt/printer-fleet/wheelhouse").listdir()
 
+    check = host.run("/opt/printer-fleet/venv/bin/python -m pip check")
+    # zrok2 is installed without its dependencies on purpose: only its REST client is used.
+    problems = [line for line in check.stdout.splitlines() if not line.startswith("zrok2 ")]
+
     assert any(name.startswith("printer_fleet_controlserver-") for name in wheels)
-    assert host.run("/opt/printer-fleet/venv/bin/python -m pip check").rc == 0
+    assert problems == []
 
 
 def test_healthz_answers(host, base_url):

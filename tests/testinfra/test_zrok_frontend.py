@@ -15,7 +15,7 @@ SERVICES = ["ziti-controller", "ziti-router", "rabbitmq-server", "zrok2-controll
             "zrok2-health", "caddy"]
 ROLE_UNITS = ["ziti-controller", "ziti-router", "zrok2-controller", "zrok2-frontend", "zrok2-health"]
 
-# (path, owner, group, mode) of every file that holds a secret or an identity.
+# (path, owner, group, mode) of every file that contains a secret or an identity.
 SECRET_FILES = [
     ("/etc/zrok2/ctrl.yml", "root", "zrok2-controller", 0o640),
     ("/etc/zrok2/frontend.yml", "root", "zrok2-frontend", 0o640),
