@@ -8,10 +8,13 @@ check with `SELECT ... FOR UPDATE` instead (see services.assignment).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -71,8 +74,19 @@ class Database:
         The request paths use this one: a Connection costs far less per statement than a Session.
         """
         lock = self._write_lock or contextlib.nullcontext()
-        with lock, self._write_engine.begin() as connection:
-            yield connection
+        with lock, self._write_engine.connect() as connection:
+            try:
+                with connection.begin():
+                    yield connection
+            except BaseException:
+                if self.is_sqlite:
+                    # A failed COMMIT can leave SQLite's transaction open (SQLITE_BUSY does), and
+                    # connections go back to the pool without a reset. So end it here, or the next
+                    # BEGIN fails.
+                    driver = connection.connection.driver_connection
+                    if driver.in_transaction:
+                        driver.rollback()
+                raise
 
     def insert_ignoring_conflicts(self, table):
         """Return `INSERT ... ON CONFLICT DO NOTHING` for the database's dialect."""
@@ -93,6 +107,124 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+WriteFunction = Callable[..., object]
+
+
+class TransactionPerCall:
+    """Run each write function in a transaction of its own on a pool of threads (PostgreSQL).
+
+    PostgreSQL runs concurrent write transactions side by side, and several replicas write to it
+    at once, so there is nothing to gain from queueing them in one process.
+    """
+
+    def __init__(self, db: Database, threads: int = 16) -> None:
+        self.db = db
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="database")
+
+    async def run(self, function: WriteFunction, *args):
+        """Run `function(connection, *args)` and return its result after the commit."""
+        return await asyncio.wrap_future(self._executor.submit(self._call, function, args))
+
+    def _call(self, function: WriteFunction, args: tuple):
+        with self.db.write() as connection:
+            return function(connection, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class GroupCommit:
+    """Run write functions on one thread and commit the queued ones in one transaction (SQLite).
+
+    SQLite runs one write transaction at a time, and beginning and committing one costs more than
+    a registration's statements. So the writer thread takes every function that queued up while
+    the previous batch ran (up to `max_batch`), runs each in a savepoint of one transaction, and
+    commits once. A function that raises is rolled back to its savepoint alone and its caller
+    gets the exception; the others of the batch still commit. Callers get their results only
+    after the commit, so no answer goes out for a write that a crash could still lose. If the
+    commit fails, every caller of the batch gets the error.
+    """
+
+    def __init__(self, db: Database, max_batch: int = 64) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    async def run(self, function: WriteFunction, *args):
+        """Run `function(connection, *args)` and return its result after its batch commits."""
+        return await asyncio.wrap_future(self.submit(function, *args))
+
+    def submit(self, function: WriteFunction, *args) -> Future:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="database-writer", daemon=True)
+                self._thread.start()
+        future: Future = Future()
+        self._queue.put((future, function, args))
+        return future
+
+    def close(self) -> None:
+        """Run what is queued, then stop the writer thread."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            batch = [job]
+            stopping = False
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            self._run_batch(batch)
+            if stopping:
+                return
+
+    def _run_batch(self, batch: list) -> None:
+        jobs = [(future, function, args) for future, function, args in batch if future.set_running_or_notify_cancel()]
+        outcomes: list[tuple[Future, bool, object]] = []
+        try:
+            with self.db.write() as connection:
+                # Savepoints go straight to the driver: SQLAlchemy's nested transactions cost
+                # several times more per registration than the statements themselves.
+                driver = connection.connection.driver_connection
+                for future, function, args in jobs:
+                    driver.execute("SAVEPOINT fleet_write")
+                    try:
+                        result = function(connection, *args)
+                    except Exception as exc:
+                        driver.execute("ROLLBACK TO fleet_write")
+                        driver.execute("RELEASE fleet_write")
+                        outcomes.append((future, False, exc))
+                    else:
+                        driver.execute("RELEASE fleet_write")
+                        outcomes.append((future, True, result))
+        except Exception as exc:
+            log.error("write batch rolled back", extra={"count": len(jobs), "error": type(exc).__name__})
+            failed = {id(future): value for future, ok, value in outcomes if not ok}
+            for future, _function, _args in jobs:
+                future.set_exception(failed.get(id(future), exc))
+            return
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
 
 def _create_sqlite_engine(url: str) -> Engine:

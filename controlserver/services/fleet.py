@@ -182,11 +182,18 @@ class Fleet:
         )
 
     def register_in_database(self, bearer: str, request: schemas.RegisterRequest) -> tuple[str | None, AssignedPrinter]:
-        """Authenticate and assign the printer; return its new printer token (first enrollment only)."""
+        """Authenticate and assign the printer in a transaction of its own."""
+        with self.db.write() as connection:
+            return self.register_in_transaction(connection, bearer, request)
+
+    def register_in_transaction(self, connection: Connection, bearer: str,
+                                request: schemas.RegisterRequest) -> tuple[str | None, AssignedPrinter]:
+        """Authenticate and assign the printer in the caller's transaction; return its new printer
+        token (first enrollment only)."""
         if bearer.startswith(PRINTER_TOKEN_PREFIX):
-            printer_token, assigned = None, self._register_known(hash_token(bearer), request)
+            printer_token, assigned = None, self._register_known(connection, hash_token(bearer), request)
         elif bearer.startswith(ENROLLMENT_TOKEN_PREFIX):
-            printer_token, assigned = self._register_enrollment(hash_token(bearer), request)
+            printer_token, assigned = self._register_enrollment(connection, hash_token(bearer), request)
         else:
             raise AuthenticationFailed(
                 "the bearer token is not a valid enrollment or printer token: "
@@ -194,71 +201,70 @@ class Fleet:
             )
         return printer_token, assigned
 
-    def _register_known(self, token_hash: str, request: schemas.RegisterRequest) -> AssignedPrinter:
+    def _register_known(self, connection: Connection, token_hash: str, request: schemas.RegisterRequest) -> AssignedPrinter:
         """Register a printer with its own printer token; it keeps its frontend while that is usable."""
         now = utcnow()
-        with self.db.write() as connection:
-            # The lookup by hash is an index search; the token is 256 random bits, so its hash
-            # gives an attacker nothing to time.
-            printer = connection.execute(_printer_columns().where(PRINTERS.c.token_hash == token_hash)).first()
-            if printer is None:
-                raise AuthenticationFailed(
-                    "the bearer token is not a valid printer token: register again with an enrollment token"
-                )
-            if printer.id != request.printer_id:
-                raise Forbidden(
-                    f"this printer token belongs to printer {printer.id}, not {request.printer_id}: "
-                    "a printer may only register itself"
-                )
-            self._check_hardware(printer, request)
-            return self._register_existing(connection, printer, request, now)
+        # The lookup by hash is an index search; the token is 256 random bits, so its hash
+        # gives an attacker nothing to time.
+        printer = connection.execute(_printer_columns().where(PRINTERS.c.token_hash == token_hash)).first()
+        if printer is None:
+            raise AuthenticationFailed(
+                "the bearer token is not a valid printer token: register again with an enrollment token"
+            )
+        if printer.id != request.printer_id:
+            raise Forbidden(
+                f"this printer token belongs to printer {printer.id}, not {request.printer_id}: "
+                "a printer may only register itself"
+            )
+        self._check_hardware(printer, request)
+        return self._register_existing(connection, printer, request, now)
 
-    def _register_enrollment(self, token_hash: str, request: schemas.RegisterRequest) -> tuple[str, AssignedPrinter]:
+    def _register_enrollment(self, connection: Connection, token_hash: str,
+                             request: schemas.RegisterRequest) -> tuple[str, AssignedPrinter]:
         """Enroll a new printer, or re-enroll the same machine, with an enrollment token."""
         now = utcnow()
         printer_token = new_token(PRINTER_TOKEN_PREFIX)
-        with self.db.write() as connection:
-            enrollment = self._check_enrollment_token(connection, token_hash, now)
+        enrollment = self._check_enrollment_token(connection, token_hash, now)
 
-            # Reserve a place first and insert the printer with it: one statement each, which
-            # matters when thousands of printers enroll at once.
-            placement = Placement(request.latitude, request.longitude, request.region)
-            states = self._frontend_states(connection)
-            frontend = self._reserve(connection, placement, states, frozenset(), "new")
-            share_password = new_password()
-            row = dict.fromkeys(("latitude", "longitude", "region", "agent_version", "moonraker_version",
-                                 "moonraker_api_key"))
-            row.update(_details(request))
-            row.update(
-                id=request.printer_id, hardware_id=request.hardware_id, token_hash=hash_token(printer_token),
-                share_password=share_password, frontend=frontend, assigned_at=now if frontend else None,
-                move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
-                probe_failures=0, restart_share=False,
+        # Reserve a place first and insert the printer with it: one statement each, which
+        # matters when thousands of printers enroll at once.
+        placement = Placement(request.latitude, request.longitude, request.region)
+        states = self._frontend_states(connection)
+        frontend = self._reserve(connection, placement, states, frozenset(), "new")
+        share_password = new_password()
+        row = dict.fromkeys(("latitude", "longitude", "region", "agent_version", "moonraker_version",
+                             "moonraker_api_key"))
+        row.update(_details(request))
+        row.update(
+            id=request.printer_id, hardware_id=request.hardware_id, token_hash=hash_token(printer_token),
+            share_password=share_password, frontend=frontend, assigned_at=now if frontend else None,
+            move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
+            probe_failures=0, restart_share=False,
+        )
+        inserted = connection.execute(self._insert_printer, row).first() is not None
+
+        if inserted and frontend is None:
+            raise CapacityExhausted(
+                "capacity is exhausted: every healthy frontend is full or draining; "
+                "add frontends or raise fleet_capacity, then retry"
             )
-            inserted = connection.execute(self._insert_printer, row).first() is not None
+        if inserted:
+            if enrollment.max_uses is not None:
+                self._count_enrollment_use(connection, enrollment)
+            account_token = self._claim_pooled_account(connection, request.printer_id, frontend)
+            log.info("printer enrolled", extra={"printer": request.printer_id, "frontend": frontend})
+            return printer_token, AssignedPrinter(request.printer_id, share_password, states[frontend],
+                                                  account_token)
 
-            if inserted and frontend is None:
-                raise CapacityExhausted(
-                    "capacity is exhausted: every healthy frontend is full or draining; "
-                    "add frontends or raise fleet_capacity, then retry"
-                )
-            if inserted:
-                if enrollment.max_uses is not None:
-                    self._count_enrollment_use(connection, enrollment)
-                account_token = self._claim_pooled_account(connection, request.printer_id, frontend)
-                log.info("printer enrolled", extra={"printer": request.printer_id, "frontend": frontend})
-                return printer_token, AssignedPrinter(request.printer_id, share_password, states[frontend],
-                                                      account_token)
-
-            # The id exists: give back the reserved place and treat this as a re-enrollment.
-            if frontend is not None:
-                self._release(connection, frontend, states)
-            printer = connection.execute(_printer_columns().where(PRINTERS.c.id == request.printer_id)).first()
-            self._check_hardware(printer, request)
-            connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
-                               .values(token_hash=hash_token(printer_token)))
-            log.info("printer re-enrolled with a new printer token", extra={"printer": printer.id})
-            return printer_token, self._register_existing(connection, printer, request, now)
+        # The id exists: give back the reserved place and treat this as a re-enrollment.
+        if frontend is not None:
+            self._release(connection, frontend, states)
+        printer = connection.execute(_printer_columns().where(PRINTERS.c.id == request.printer_id)).first()
+        self._check_hardware(printer, request)
+        connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
+                           .values(token_hash=hash_token(printer_token)))
+        log.info("printer re-enrolled with a new printer token", extra={"printer": printer.id})
+        return printer_token, self._register_existing(connection, printer, request, now)
 
     def _register_existing(self, connection: Connection, printer, request: schemas.RegisterRequest, now: datetime) -> AssignedPrinter:
         connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
@@ -517,47 +523,53 @@ class Fleet:
         return self.heartbeat_response(self.heartbeat_in_database(bearer, printer_id, request))
 
     def heartbeat_in_database(self, bearer: str, printer_id: str, request: schemas.HeartbeatRequest) -> HeartbeatDecision:
+        """Record the heartbeat and decide the action in a transaction of its own."""
+        with self.db.write() as connection:
+            return self.heartbeat_in_transaction(connection, bearer, printer_id, request)
+
+    def heartbeat_in_transaction(self, connection: Connection, bearer: str, printer_id: str,
+                                 request: schemas.HeartbeatRequest) -> HeartbeatDecision:
+        """Record the heartbeat and decide the action in the caller's transaction."""
         if not bearer.startswith(PRINTER_TOKEN_PREFIX):
             raise AuthenticationFailed(
                 "the bearer token is not a printer token: send the printer token from the registration"
             )
         token_hash = hash_token(bearer)
         now = utcnow()
-        with self.db.write() as connection:
-            printer = connection.execute(
-                _printer_columns(PRINTERS.c.restart_share, PRINTERS.c.move_reason)
-                .where(PRINTERS.c.token_hash == token_hash)
-            ).first()
-            if printer is None:
-                raise AuthenticationFailed(
-                    "the bearer token is not a valid printer token: register again with an enrollment token"
-                )
-            if printer.id != printer_id:
-                raise Forbidden(
-                    f"this printer token belongs to printer {printer.id}, not {printer_id}: "
-                    "a printer may only send its own heartbeat"
-                )
-
-            latency = {k: float(v) for k, v in request.latency_ms.items()} or printer.latency_ms
-            values = dict(
-                last_heartbeat_at=now, reported_frontend=request.frontend, share_state=request.share_state,
-                share_token=request.share_token, moonraker_state=request.moonraker_state,
-                klippy_state=request.klippy_state, latency_ms=latency,
+        printer = connection.execute(
+            _printer_columns(PRINTERS.c.restart_share, PRINTERS.c.move_reason)
+            .where(PRINTERS.c.token_hash == token_hash)
+        ).first()
+        if printer is None:
+            raise AuthenticationFailed(
+                "the bearer token is not a valid printer token: register again with an enrollment token"
             )
-            if request.agent_version:
-                values["agent_version"] = request.agent_version
+        if printer.id != printer_id:
+            raise Forbidden(
+                f"this printer token belongs to printer {printer.id}, not {printer_id}: "
+                "a printer may only send its own heartbeat"
+            )
 
-            states = self._frontend_states(connection)
-            placement = Placement(printer.latitude, printer.longitude, printer.region, latency)
-            frontend = printer.frontend
-            if frontend is None:
-                frontend = self._ensure_assigned(connection, printer_id, None, placement, states, now)
-            action, reason = _decide(frontend, printer.move_reason, printer.restart_share, request, states)
-            if action == "restart_share":
-                values.update(restart_share=False, probe_failures=0)
-            connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer_id).values(**values))
-            assigned = self._assigned_printer(connection, printer_id, printer.share_password,
-                                              self._state_of(connection, states, frontend))
+        latency = {k: float(v) for k, v in request.latency_ms.items()} or printer.latency_ms
+        values = dict(
+            last_heartbeat_at=now, reported_frontend=request.frontend, share_state=request.share_state,
+            share_token=request.share_token, moonraker_state=request.moonraker_state,
+            klippy_state=request.klippy_state, latency_ms=latency,
+        )
+        if request.agent_version:
+            values["agent_version"] = request.agent_version
+
+        states = self._frontend_states(connection)
+        placement = Placement(printer.latitude, printer.longitude, printer.region, latency)
+        frontend = printer.frontend
+        if frontend is None:
+            frontend = self._ensure_assigned(connection, printer_id, None, placement, states, now)
+        action, reason = _decide(frontend, printer.move_reason, printer.restart_share, request, states)
+        if action == "restart_share":
+            values.update(restart_share=False, probe_failures=0)
+        connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer_id).values(**values))
+        assigned = self._assigned_printer(connection, printer_id, printer.share_password,
+                                          self._state_of(connection, states, frontend))
 
         if action != "stay":
             log.info("heartbeat answered", extra={"printer": printer_id, "frontend": frontend,
