@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from controlserver import metrics
 from controlserver.api import schemas
-from controlserver.core.db import Database
+from controlserver.core.db import Database, DriverStatement
 from controlserver.core.security import (
     ENROLLMENT_TOKEN_PREFIX,
     PRINTER_TOKEN_PREFIX,
@@ -115,6 +115,11 @@ class Fleet:
         # UPDATE and DELETE, and psycopg reports none for this INSERT.
         self._insert_printer = db.insert_ignoring_conflicts(PRINTERS).returning(PRINTERS.c.id)
         self._insert_account = db.insert_ignoring_conflicts(ZROK_ACCOUNTS).returning(ZROK_ACCOUNTS.c.printer_id)
+        # The statements of every enrollment, run on SQLite's driver directly (see DriverStatement).
+        self._select_enrollment_token = DriverStatement(db, SELECT_ENROLLMENT_TOKEN)
+        self._reserve_place = DriverStatement(db, RESERVE_PLACE)
+        self._claim_pooled = DriverStatement(db, CLAIM_POOLED_ACCOUNT)
+        self._insert_pooled_account = DriverStatement(db, INSERT_ACCOUNT)
 
     # -- inventory -------------------------------------------------------------------------
 
@@ -281,7 +286,7 @@ class Fleet:
                                       self._state_of(connection, states, frontend))
 
     def _check_enrollment_token(self, connection: Connection, token_hash: str, now: datetime):
-        enrollment = connection.execute(SELECT_ENROLLMENT_TOKEN, {"b_hash": token_hash}).first()
+        enrollment = self._select_enrollment_token.first(connection, {"b_hash": token_hash})
         if enrollment is None:
             raise AuthenticationFailed(
                 "the bearer token is not a valid enrollment token: ask the operator for a current one"
@@ -370,8 +375,7 @@ class Fleet:
         `assigned < capacity` is true in the database, whatever the snapshot in `states` says.
         """
         for candidate in rank(list(states.values()), placement, self.settings.load_weight_ms, exclude):
-            reserved = connection.execute(RESERVE_PLACE, {"b_frontend": candidate.name})
-            if reserved.rowcount == 1:
+            if self._reserve_place.rowcount(connection, {"b_frontend": candidate.name}) == 1:
                 states[candidate.name] = replace(candidate, assigned=candidate.assigned + 1)
                 metrics.ASSIGNMENTS.labels(frontend=candidate.name, reason=reason).inc()
                 return candidate.name
@@ -463,14 +467,14 @@ class Fleet:
             account_token = self._claim_pooled_account(connection, printer_id, frontend.name)
         return AssignedPrinter(printer_id, share_password, frontend, account_token)
 
-    @staticmethod
-    def _claim_pooled_account(connection: Connection, printer_id: str, frontend: str) -> str | None:
+    def _claim_pooled_account(self, connection: Connection, printer_id: str, frontend: str) -> str | None:
         """Give the printer an account from the frontend's pool; return its token, or None if empty."""
-        claimed = connection.execute(CLAIM_POOLED_ACCOUNT, {"b_frontend": frontend}).first()
+        claimed = self._claim_pooled.first(connection, {"b_frontend": frontend})
         if claimed is None:
             return None
-        connection.execute(INSERT_ACCOUNT, {"printer_id": printer_id, "frontend": frontend, "email": claimed.email,
-                                            "account_token": claimed.account_token, "created_at": utcnow()})
+        self._insert_pooled_account.rowcount(connection, {
+            "printer_id": printer_id, "frontend": frontend, "email": claimed.email,
+            "account_token": claimed.account_token, "created_at": utcnow()})
         return claimed.account_token
 
     def assignment(self, assigned: AssignedPrinter) -> schemas.Assignment:
