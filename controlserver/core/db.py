@@ -123,13 +123,16 @@ class DriverStatement:
     small statement. On other databases it runs through SQLAlchemy as usual.
     """
 
-    def __init__(self, db: Database, statement) -> None:
+    def __init__(self, db: Database, statement, column_keys: list[str] | None = None) -> None:
         self.statement = statement
         self.on_driver = db.is_sqlite
         if not self.on_driver:
             return
         dialect = db.engine.dialect
-        compiled = statement.compile(dialect=dialect)
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        if compiled.insert_prefetch:
+            names = ", ".join(column.key for column in compiled.insert_prefetch)
+            raise ValueError(f"columns {names} need Python-side defaults: pass their values in column_keys")
         self.sql = compiled.string
         self.names = compiled.positiontup or []
         processors = compiled._bind_processors

@@ -79,6 +79,12 @@ RELEASE_PLACE = update(FRONTENDS).where(FRONTENDS.c.name == bindparam("b_fronten
 SELECT_ENROLLMENT_TOKEN = select(
     ENROLLMENT_TOKENS.c.id, ENROLLMENT_TOKENS.c.expires_at, ENROLLMENT_TOKENS.c.max_uses, ENROLLMENT_TOKENS.c.uses,
 ).where(ENROLLMENT_TOKENS.c.token_hash == bindparam("b_hash"))
+# The columns that an enrollment writes; the others keep their database defaults.
+NEW_PRINTER_COLUMNS = (
+    "id", "hardware_id", "token_hash", "share_password", "frontend", "assigned_at", "move_reason", "enrolled_at",
+    "registered_at", "probe_failures", "restart_share", "latitude", "longitude", "region", "agent_version",
+    "moonraker_version", "moonraker_api_key",
+)
 
 
 @dataclass
@@ -120,6 +126,7 @@ class Fleet:
         self._reserve_place = DriverStatement(db, RESERVE_PLACE)
         self._claim_pooled = DriverStatement(db, CLAIM_POOLED_ACCOUNT)
         self._insert_pooled_account = DriverStatement(db, INSERT_ACCOUNT)
+        self._insert_new_printer = DriverStatement(db, self._insert_printer, list(NEW_PRINTER_COLUMNS))
 
     # -- inventory -------------------------------------------------------------------------
 
@@ -237,8 +244,7 @@ class Fleet:
         states = self._frontend_states(connection)
         frontend = self._reserve(connection, placement, states, frozenset(), "new")
         share_password = new_password()
-        row = dict.fromkeys(("latitude", "longitude", "region", "agent_version", "moonraker_version",
-                             "moonraker_api_key"))
+        row = dict.fromkeys(NEW_PRINTER_COLUMNS)
         row.update(_details(request))
         row.update(
             id=request.printer_id, hardware_id=request.hardware_id, token_hash=hash_token(printer_token),
@@ -246,7 +252,7 @@ class Fleet:
             move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
             probe_failures=0, restart_share=False,
         )
-        inserted = connection.execute(self._insert_printer, row).first() is not None
+        inserted = self._insert_new_printer.first(connection, row) is not None
 
         if inserted and frontend is None:
             raise CapacityExhausted(
