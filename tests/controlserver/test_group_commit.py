@@ -89,8 +89,8 @@ def test_failed_write_is_rolled_back_alone(db: Database):
     assert stored(db) == {"before", "after"}
 
 
-def test_failed_commit_fails_every_write_of_the_batch(db: Database):
-    def refuse_commit(_connection) -> None:
+def test_failed_commit_fails_whole_batch(db: Database):
+    def fail_commit(_connection) -> None:
         raise RuntimeError("disk full")
 
     writer = GroupCommit(db)
@@ -98,7 +98,7 @@ def test_failed_commit_fails_every_write_of_the_batch(db: Database):
         release = threading.Event()
         first = writer.submit(lambda connection: release.wait())
         futures = [writer.submit(add_token, "lost-1"), writer.submit(add_token_then_fail, "lost-2")]
-        event.listen(db.engine, "commit", refuse_commit)
+        event.listen(db.engine, "commit", fail_commit)
         release.set()
         with pytest.raises(RuntimeError, match="disk full"):
             first.result()
@@ -106,7 +106,7 @@ def test_failed_commit_fails_every_write_of_the_batch(db: Database):
             futures[0].result()
         with pytest.raises(ValueError, match="lost-2 failed"):
             futures[1].result()
-        event.remove(db.engine, "commit", refuse_commit)
+        event.remove(db.engine, "commit", fail_commit)
         assert writer.submit(add_token, "next").result() == "next"
     finally:
         writer.close()
