@@ -338,7 +338,8 @@ def main() -> int:
 
             admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             if pool_size:
-                wait_for_pools(addresses[0], admin, min(args.count, pool_size * args.frontends))
+                # The whole pool, so that no refill competes with the storm.
+                wait_for_pools(addresses[0], admin, min(pool_size, capacity) * args.frontends)
             status, payload = asyncio.run(_one_request(*addresses[0], "POST", "/v1/enrollment-tokens", b"{}", admin))
             if status != 200:
                 raise SystemExit(f"error: enrollment token request failed: HTTP {status} {payload[:200]!r}")

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -20,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controlserver import __version__, metrics
 from controlserver.api.middleware import RequestMiddleware
 from controlserver.api.routes import router
-from controlserver.core.db import Database
+from controlserver.core.db import Database, GroupCommit, TransactionPerCall
 from controlserver.core.security import hash_token
 from controlserver.core.settings import Settings, load_zrok_admin_secrets, secrets_file_too_open
 from controlserver.errors import FleetError, InventoryError, ZrokAccountFailed
@@ -117,7 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            app.state.db_executor.shutdown(wait=True)
+            app.state.writer.close()
             db.dispose()
             log.info("control server stopped")
 
@@ -131,7 +130,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.inventory = inventory
     app.state.admin_token_hash = hash_token(admin_token)
     app.state.monitor = Monitor(fleet) if settings.monitor_enabled else None
-    app.state.db_executor = ThreadPoolExecutor(max_workers=1 if db.is_sqlite else 16, thread_name_prefix="database")
+    # Registrations and heartbeats go through the writer: on SQLite one thread that commits the
+    # queued ones together, on PostgreSQL a pool of threads with a transaction each.
+    app.state.writer = GroupCommit(db) if db.is_sqlite else TransactionPerCall(db)
     app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)

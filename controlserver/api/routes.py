@@ -3,7 +3,6 @@ controlserver.errors exceptions and turned into JSON by the handlers in api.app.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Annotated
 
@@ -47,11 +46,11 @@ async def require_admin(request: Request, token: Annotated[str, Depends(bearer_t
         raise AuthenticationFailed("the bearer token is not the admin token: use FLEET_ADMIN_TOKEN")
 
 
-async def _in_database(request: Request, function, *args):
-    """Run a blocking database call on the database executor (one thread on SQLite, whose writes
-    are serialized anyway, so requests queue there instead of contending for the write lock)."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app.state.db_executor, functools.partial(function, *args))
+async def _in_transaction(request: Request, function, *args):
+    """Run `function(connection, *args)` in a write transaction and return its result once committed.
+
+    On SQLite the writer commits queued requests together (core.db.GroupCommit)."""
+    return await request.app.state.writer.run(function, *args)
 
 
 async def _maybe_in_thread(needed: bool, function, *args):
@@ -79,7 +78,7 @@ admin_only = [Depends(require_admin)]
              tags=["printers"], response_model_exclude_none=True)
 async def register_printer(request: Request, body: schemas.RegisterRequest, fleet: FleetDep, token: BearerDep):
     """Enroll (enrollment token) or re-register (printer token) a printer and return its assignment."""
-    printer_token, assigned = await _in_database(request, fleet.register_in_database, token, body)
+    printer_token, assigned = await _in_transaction(request, fleet.register_in_transaction, token, body)
     response = await _maybe_in_thread(assigned.account_token is None, fleet.registration_response,
                                       body, printer_token, assigned)
     return _json(response, exclude_none=True)
@@ -90,7 +89,7 @@ async def register_printer(request: Request, body: schemas.RegisterRequest, flee
 async def heartbeat(request: Request, printer_id: PrinterId, body: schemas.HeartbeatRequest, fleet: FleetDep,
                     token: BearerDep):
     """Record the agent's state and tell it to stay, move or restart its share."""
-    decision = await _in_database(request, fleet.heartbeat_in_database, token, printer_id, body)
+    decision = await _in_transaction(request, fleet.heartbeat_in_transaction, token, printer_id, body)
     response = await _maybe_in_thread(decision.assigned.account_token is None, fleet.heartbeat_response, decision)
     return _json(response)
 

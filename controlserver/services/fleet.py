@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from controlserver import metrics
 from controlserver.api import schemas
-from controlserver.core.db import Database
+from controlserver.core.db import Database, DriverStatement
 from controlserver.core.security import (
     ENROLLMENT_TOKEN_PREFIX,
     PRINTER_TOKEN_PREFIX,
@@ -79,6 +79,12 @@ RELEASE_PLACE = update(FRONTENDS).where(FRONTENDS.c.name == bindparam("b_fronten
 SELECT_ENROLLMENT_TOKEN = select(
     ENROLLMENT_TOKENS.c.id, ENROLLMENT_TOKENS.c.expires_at, ENROLLMENT_TOKENS.c.max_uses, ENROLLMENT_TOKENS.c.uses,
 ).where(ENROLLMENT_TOKENS.c.token_hash == bindparam("b_hash"))
+# The columns that an enrollment writes; the others keep their database defaults.
+NEW_PRINTER_COLUMNS = (
+    "id", "hardware_id", "token_hash", "share_password", "frontend", "assigned_at", "move_reason", "enrolled_at",
+    "registered_at", "probe_failures", "restart_share", "latitude", "longitude", "region", "agent_version",
+    "moonraker_version", "moonraker_api_key",
+)
 
 
 @dataclass
@@ -115,6 +121,12 @@ class Fleet:
         # UPDATE and DELETE, and psycopg reports none for this INSERT.
         self._insert_printer = db.insert_ignoring_conflicts(PRINTERS).returning(PRINTERS.c.id)
         self._insert_account = db.insert_ignoring_conflicts(ZROK_ACCOUNTS).returning(ZROK_ACCOUNTS.c.printer_id)
+        # The statements of every enrollment, run on SQLite's driver directly (see DriverStatement).
+        self._select_enrollment_token = DriverStatement(db, SELECT_ENROLLMENT_TOKEN)
+        self._reserve_place = DriverStatement(db, RESERVE_PLACE)
+        self._claim_pooled = DriverStatement(db, CLAIM_POOLED_ACCOUNT)
+        self._insert_pooled_account = DriverStatement(db, INSERT_ACCOUNT)
+        self._insert_new_printer = DriverStatement(db, self._insert_printer, list(NEW_PRINTER_COLUMNS))
 
     # -- inventory -------------------------------------------------------------------------
 
@@ -182,11 +194,18 @@ class Fleet:
         )
 
     def register_in_database(self, bearer: str, request: schemas.RegisterRequest) -> tuple[str | None, AssignedPrinter]:
-        """Authenticate and assign the printer; return its new printer token (first enrollment only)."""
+        """Authenticate and assign the printer in a transaction of its own."""
+        with self.db.write() as connection:
+            return self.register_in_transaction(connection, bearer, request)
+
+    def register_in_transaction(self, connection: Connection, bearer: str,
+                                request: schemas.RegisterRequest) -> tuple[str | None, AssignedPrinter]:
+        """Authenticate and assign the printer in the caller's transaction; return its new printer
+        token (first enrollment only)."""
         if bearer.startswith(PRINTER_TOKEN_PREFIX):
-            printer_token, assigned = None, self._register_known(hash_token(bearer), request)
+            printer_token, assigned = None, self._register_known(connection, hash_token(bearer), request)
         elif bearer.startswith(ENROLLMENT_TOKEN_PREFIX):
-            printer_token, assigned = self._register_enrollment(hash_token(bearer), request)
+            printer_token, assigned = self._register_enrollment(connection, hash_token(bearer), request)
         else:
             raise AuthenticationFailed(
                 "the bearer token is not a valid enrollment or printer token: "
@@ -194,71 +213,69 @@ class Fleet:
             )
         return printer_token, assigned
 
-    def _register_known(self, token_hash: str, request: schemas.RegisterRequest) -> AssignedPrinter:
+    def _register_known(self, connection: Connection, token_hash: str, request: schemas.RegisterRequest) -> AssignedPrinter:
         """Register a printer with its own printer token; it keeps its frontend while that is usable."""
         now = utcnow()
-        with self.db.write() as connection:
-            # The lookup by hash is an index search; the token is 256 random bits, so its hash
-            # gives an attacker nothing to time.
-            printer = connection.execute(_printer_columns().where(PRINTERS.c.token_hash == token_hash)).first()
-            if printer is None:
-                raise AuthenticationFailed(
-                    "the bearer token is not a valid printer token: register again with an enrollment token"
-                )
-            if printer.id != request.printer_id:
-                raise Forbidden(
-                    f"this printer token belongs to printer {printer.id}, not {request.printer_id}: "
-                    "a printer may only register itself"
-                )
-            self._check_hardware(printer, request)
-            return self._register_existing(connection, printer, request, now)
+        # The lookup by hash is an index search; the token is 256 random bits, so its hash
+        # gives an attacker nothing to time.
+        printer = connection.execute(_printer_columns().where(PRINTERS.c.token_hash == token_hash)).first()
+        if printer is None:
+            raise AuthenticationFailed(
+                "the bearer token is not a valid printer token: register again with an enrollment token"
+            )
+        if printer.id != request.printer_id:
+            raise Forbidden(
+                f"this printer token belongs to printer {printer.id}, not {request.printer_id}: "
+                "a printer may only register itself"
+            )
+        self._check_hardware(printer, request)
+        return self._register_existing(connection, printer, request, now)
 
-    def _register_enrollment(self, token_hash: str, request: schemas.RegisterRequest) -> tuple[str, AssignedPrinter]:
+    def _register_enrollment(self, connection: Connection, token_hash: str,
+                             request: schemas.RegisterRequest) -> tuple[str, AssignedPrinter]:
         """Enroll a new printer, or re-enroll the same machine, with an enrollment token."""
         now = utcnow()
         printer_token = new_token(PRINTER_TOKEN_PREFIX)
-        with self.db.write() as connection:
-            enrollment = self._check_enrollment_token(connection, token_hash, now)
+        enrollment = self._check_enrollment_token(connection, token_hash, now)
 
-            # Reserve a place first and insert the printer with it: one statement each, which
-            # matters when thousands of printers enroll at once.
-            placement = Placement(request.latitude, request.longitude, request.region)
-            states = self._frontend_states(connection)
-            frontend = self._reserve(connection, placement, states, frozenset(), "new")
-            share_password = new_password()
-            row = dict.fromkeys(("latitude", "longitude", "region", "agent_version", "moonraker_version",
-                                 "moonraker_api_key"))
-            row.update(_details(request))
-            row.update(
-                id=request.printer_id, hardware_id=request.hardware_id, token_hash=hash_token(printer_token),
-                share_password=share_password, frontend=frontend, assigned_at=now if frontend else None,
-                move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
-                probe_failures=0, restart_share=False,
+        # Reserve a place first and insert the printer with it: one statement each, which
+        # matters when thousands of printers enroll at once.
+        placement = Placement(request.latitude, request.longitude, request.region)
+        states = self._frontend_states(connection)
+        frontend = self._reserve(connection, placement, states, frozenset(), "new")
+        share_password = new_password()
+        row = dict.fromkeys(NEW_PRINTER_COLUMNS)
+        row.update(_details(request))
+        row.update(
+            id=request.printer_id, hardware_id=request.hardware_id, token_hash=hash_token(printer_token),
+            share_password=share_password, frontend=frontend, assigned_at=now if frontend else None,
+            move_reason="new" if frontend else None, enrolled_at=now, registered_at=now,
+            probe_failures=0, restart_share=False,
+        )
+        inserted = self._insert_new_printer.first(connection, row) is not None
+
+        if inserted and frontend is None:
+            raise CapacityExhausted(
+                "capacity is exhausted: every healthy frontend is full or draining; "
+                "add frontends or raise fleet_capacity, then retry"
             )
-            inserted = connection.execute(self._insert_printer, row).first() is not None
+        if inserted:
+            if enrollment.max_uses is not None:
+                self._count_enrollment_use(connection, enrollment)
+            account_token = self._claim_pooled_account(connection, request.printer_id, frontend)
+            log.info("printer enrolled", extra={"printer": request.printer_id, "frontend": frontend})
+            return printer_token, AssignedPrinter(request.printer_id, share_password, states[frontend],
+                                                  account_token)
 
-            if inserted and frontend is None:
-                raise CapacityExhausted(
-                    "capacity is exhausted: every healthy frontend is full or draining; "
-                    "add frontends or raise fleet_capacity, then retry"
-                )
-            if inserted:
-                if enrollment.max_uses is not None:
-                    self._count_enrollment_use(connection, enrollment)
-                account_token = self._claim_pooled_account(connection, request.printer_id, frontend)
-                log.info("printer enrolled", extra={"printer": request.printer_id, "frontend": frontend})
-                return printer_token, AssignedPrinter(request.printer_id, share_password, states[frontend],
-                                                      account_token)
-
-            # The id exists: give back the reserved place and treat this as a re-enrollment.
-            if frontend is not None:
-                self._release(connection, frontend, states)
-            printer = connection.execute(_printer_columns().where(PRINTERS.c.id == request.printer_id)).first()
-            self._check_hardware(printer, request)
-            connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
-                               .values(token_hash=hash_token(printer_token)))
-            log.info("printer re-enrolled with a new printer token", extra={"printer": printer.id})
-            return printer_token, self._register_existing(connection, printer, request, now)
+        # The id exists: give back the reserved place and treat this as a re-enrollment.
+        if frontend is not None:
+            self._release(connection, frontend, states)
+        printer = connection.execute(_printer_columns().where(PRINTERS.c.id == request.printer_id)).first()
+        self._check_hardware(printer, request)
+        connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
+                           .values(token_hash=hash_token(printer_token)))
+        log.info("printer re-enrolled with a new printer token", extra={"printer": printer.id})
+        return printer_token, self._register_existing(connection, printer, request, now)
 
     def _register_existing(self, connection: Connection, printer, request: schemas.RegisterRequest, now: datetime) -> AssignedPrinter:
         connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
@@ -275,7 +292,7 @@ class Fleet:
                                       self._state_of(connection, states, frontend))
 
     def _check_enrollment_token(self, connection: Connection, token_hash: str, now: datetime):
-        enrollment = connection.execute(SELECT_ENROLLMENT_TOKEN, {"b_hash": token_hash}).first()
+        enrollment = self._select_enrollment_token.first(connection, {"b_hash": token_hash})
         if enrollment is None:
             raise AuthenticationFailed(
                 "the bearer token is not a valid enrollment token: ask the operator for a current one"
@@ -364,8 +381,7 @@ class Fleet:
         `assigned < capacity` is true in the database, whatever the snapshot in `states` says.
         """
         for candidate in rank(list(states.values()), placement, self.settings.load_weight_ms, exclude):
-            reserved = connection.execute(RESERVE_PLACE, {"b_frontend": candidate.name})
-            if reserved.rowcount == 1:
+            if self._reserve_place.rowcount(connection, {"b_frontend": candidate.name}) == 1:
                 states[candidate.name] = replace(candidate, assigned=candidate.assigned + 1)
                 metrics.ASSIGNMENTS.labels(frontend=candidate.name, reason=reason).inc()
                 return candidate.name
@@ -457,14 +473,14 @@ class Fleet:
             account_token = self._claim_pooled_account(connection, printer_id, frontend.name)
         return AssignedPrinter(printer_id, share_password, frontend, account_token)
 
-    @staticmethod
-    def _claim_pooled_account(connection: Connection, printer_id: str, frontend: str) -> str | None:
+    def _claim_pooled_account(self, connection: Connection, printer_id: str, frontend: str) -> str | None:
         """Give the printer an account from the frontend's pool; return its token, or None if empty."""
-        claimed = connection.execute(CLAIM_POOLED_ACCOUNT, {"b_frontend": frontend}).first()
+        claimed = self._claim_pooled.first(connection, {"b_frontend": frontend})
         if claimed is None:
             return None
-        connection.execute(INSERT_ACCOUNT, {"printer_id": printer_id, "frontend": frontend, "email": claimed.email,
-                                            "account_token": claimed.account_token, "created_at": utcnow()})
+        self._insert_pooled_account.rowcount(connection, {
+            "printer_id": printer_id, "frontend": frontend, "email": claimed.email,
+            "account_token": claimed.account_token, "created_at": utcnow()})
         return claimed.account_token
 
     def assignment(self, assigned: AssignedPrinter) -> schemas.Assignment:
@@ -517,47 +533,53 @@ class Fleet:
         return self.heartbeat_response(self.heartbeat_in_database(bearer, printer_id, request))
 
     def heartbeat_in_database(self, bearer: str, printer_id: str, request: schemas.HeartbeatRequest) -> HeartbeatDecision:
+        """Record the heartbeat and decide the action in a transaction of its own."""
+        with self.db.write() as connection:
+            return self.heartbeat_in_transaction(connection, bearer, printer_id, request)
+
+    def heartbeat_in_transaction(self, connection: Connection, bearer: str, printer_id: str,
+                                 request: schemas.HeartbeatRequest) -> HeartbeatDecision:
+        """Record the heartbeat and decide the action in the caller's transaction."""
         if not bearer.startswith(PRINTER_TOKEN_PREFIX):
             raise AuthenticationFailed(
                 "the bearer token is not a printer token: send the printer token from the registration"
             )
         token_hash = hash_token(bearer)
         now = utcnow()
-        with self.db.write() as connection:
-            printer = connection.execute(
-                _printer_columns(PRINTERS.c.restart_share, PRINTERS.c.move_reason)
-                .where(PRINTERS.c.token_hash == token_hash)
-            ).first()
-            if printer is None:
-                raise AuthenticationFailed(
-                    "the bearer token is not a valid printer token: register again with an enrollment token"
-                )
-            if printer.id != printer_id:
-                raise Forbidden(
-                    f"this printer token belongs to printer {printer.id}, not {printer_id}: "
-                    "a printer may only send its own heartbeat"
-                )
-
-            latency = {k: float(v) for k, v in request.latency_ms.items()} or printer.latency_ms
-            values = dict(
-                last_heartbeat_at=now, reported_frontend=request.frontend, share_state=request.share_state,
-                share_token=request.share_token, moonraker_state=request.moonraker_state,
-                klippy_state=request.klippy_state, latency_ms=latency,
+        printer = connection.execute(
+            _printer_columns(PRINTERS.c.restart_share, PRINTERS.c.move_reason)
+            .where(PRINTERS.c.token_hash == token_hash)
+        ).first()
+        if printer is None:
+            raise AuthenticationFailed(
+                "the bearer token is not a valid printer token: register again with an enrollment token"
             )
-            if request.agent_version:
-                values["agent_version"] = request.agent_version
+        if printer.id != printer_id:
+            raise Forbidden(
+                f"this printer token belongs to printer {printer.id}, not {printer_id}: "
+                "a printer may only send its own heartbeat"
+            )
 
-            states = self._frontend_states(connection)
-            placement = Placement(printer.latitude, printer.longitude, printer.region, latency)
-            frontend = printer.frontend
-            if frontend is None:
-                frontend = self._ensure_assigned(connection, printer_id, None, placement, states, now)
-            action, reason = _decide(frontend, printer.move_reason, printer.restart_share, request, states)
-            if action == "restart_share":
-                values.update(restart_share=False, probe_failures=0)
-            connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer_id).values(**values))
-            assigned = self._assigned_printer(connection, printer_id, printer.share_password,
-                                              self._state_of(connection, states, frontend))
+        latency = {k: float(v) for k, v in request.latency_ms.items()} or printer.latency_ms
+        values = dict(
+            last_heartbeat_at=now, reported_frontend=request.frontend, share_state=request.share_state,
+            share_token=request.share_token, moonraker_state=request.moonraker_state,
+            klippy_state=request.klippy_state, latency_ms=latency,
+        )
+        if request.agent_version:
+            values["agent_version"] = request.agent_version
+
+        states = self._frontend_states(connection)
+        placement = Placement(printer.latitude, printer.longitude, printer.region, latency)
+        frontend = printer.frontend
+        if frontend is None:
+            frontend = self._ensure_assigned(connection, printer_id, None, placement, states, now)
+        action, reason = _decide(frontend, printer.move_reason, printer.restart_share, request, states)
+        if action == "restart_share":
+            values.update(restart_share=False, probe_failures=0)
+        connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer_id).values(**values))
+        assigned = self._assigned_printer(connection, printer_id, printer.share_password,
+                                          self._state_of(connection, states, frontend))
 
         if action != "stay":
             log.info("heartbeat answered", extra={"printer": printer_id, "frontend": frontend,
