@@ -230,6 +230,25 @@ def test_duplicate_frontend_across_stacks(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_control_server_reads_directory(generated):
+    from controlserver.inventory import load_inventory
+
+    frontends = load_inventory(generated)
+
+    assert sorted(frontends) == [
+        "ap-southeast-1",
+        "eu-central-1",
+        "eu-central-2",
+        "us-east-1",
+        "us-east-2",
+    ]
+    us_east_2 = frontends["us-east-2"]
+    assert us_east_2.api_endpoint == "https://api.us-east-2.us-east.aws.fleet.example.com"
+    assert us_east_2.share_domain == "us-east-2.us-east.aws.fleet.example.com"
+    assert us_east_2.capacity == 150
+    assert frontends["eu-central-1"].region == "eu-central"
+
+
 def test_duplicate_frontend_in_existing_file(generated, tmp_path):
     copy = tmp_path / "europe.json"
     copy.write_text((OUTPUTS / "eu-central.json").read_text())
