@@ -51,12 +51,24 @@ def test_host_boots_systemd_without_failures(lab_hosts, host):
     assert result.stdout.split("\n", 1)[1].strip() == "", f"failed units on {host}"
 
 
+# Shell step run on a printer: put Moonraker's API key in $key, read from Moonraker's database
+# (it exists once Moonraker has started), without printing it.
+READ_API_KEY = (
+    "for i in $(seq 30); do key=$(python3 -c \"import sqlite3; print(sqlite3.connect("
+    "'/home/printer/printer_data/database/moonraker-sql.db').execute("
+    "'SELECT password FROM authorized_users WHERE username=?', ('_API_KEY_USER_',)).fetchone()[0])\" "
+    "2>/dev/null) && break; sleep 1; done"
+)
+
+
 @pytest.mark.parametrize("printer", [p.name for p in topology.PRINTERS])
 def test_printer_moonraker_reports_klippy_ready(lab_hosts, printer):
-    # Klippy needs a moment after boot; Moonraker retries its socket every 2 s.
-    result = lab_hosts.ssh(printer, "for i in $(seq 30); do "
-                                    "curl -sf http://127.0.0.1:7125/server/info | grep -q '\"klippy_state\":\"ready\"' && break; "
-                                    "sleep 1; done; curl -sf http://127.0.0.1:7125/server/info")
+    # Klippy needs a moment after boot; Moonraker retries its socket every 2 s. The request carries
+    # Moonraker's API key because once printer_agent has run, loopback is no longer trusted.
+    result = lab_hosts.ssh(printer, f"{READ_API_KEY}; for i in $(seq 30); do "
+                                    "printf 'X-Api-Key: %s\\n' \"$key\" | curl -sf -H @- http://127.0.0.1:7125/server/info "
+                                    "| grep -q '\"klippy_state\":\"ready\"' && break; sleep 1; done; "
+                                    "printf 'X-Api-Key: %s\\n' \"$key\" | curl -sf -H @- http://127.0.0.1:7125/server/info")
 
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)["result"]
