@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
+
 from tests.lab import topology
 
 
@@ -52,10 +54,24 @@ def addresses(system_info: dict) -> set[str]:
 
 
 def wait_until(condition, timeout: float, interval: float = 2.0):
-    """Call `condition` until it returns a true value or `timeout` seconds pass; return its last value."""
+    """Call `condition` until it returns a true value or `timeout` seconds pass; return its last value.
+
+    A connection error from the control server counts as a false value, because the checks restart
+    it on purpose and it refuses connections for a few seconds while it starts.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except httpx.TransportError:
+            value = None
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def wait_for_control_server(lab, timeout: float = 120.0) -> list[dict]:
+    """Wait until the control server answers again; return its printers."""
+    listing = wait_until(lambda: printers(lab), timeout)
+    assert listing, f"the control server did not answer within {timeout:.0f} s"
+    return listing

@@ -10,6 +10,7 @@ import collections
 import threading
 import time
 
+import httpx
 import pytest
 
 from tests.e2e import fleet
@@ -37,7 +38,7 @@ def frontend_of(printers: list[dict]) -> dict[str, str | None]:
 
 
 def busiest_frontend(lab) -> str:
-    counts = collections.Counter(frontend_of(fleet.printers(lab)).values())
+    counts = collections.Counter(frontend_of(fleet.wait_for_control_server(lab)).values())
     return max((name for name in counts if name), key=lambda name: counts[name])
 
 
@@ -74,7 +75,7 @@ def test_failover_moves_printers_of_failed_frontend(lab):
         assert restart.returncode == 0, restart.stderr
 
         moved = fleet.wait_until(lambda: all_moved_and_answering(lab, carried, failed), FAILOVER_BOUND, 5)
-        printers = fleet.printers(lab)
+        printers = fleet.wait_for_control_server(lab)
     finally:
         set_frontend_units(lab, failed, "start")
 
@@ -105,7 +106,11 @@ class _OutageRecorder:
     def _run(self) -> None:
         while not self._stop.is_set():
             for printer_id in self.printer_ids:
-                access = fleet.printer_access(self.lab, printer_id)
+                try:
+                    access = fleet.printer_access(self.lab, printer_id)
+                except httpx.TransportError:
+                    # The control server is briefly unavailable; that says nothing about the printer.
+                    continue
                 now = time.monotonic()
                 if fleet.answers_as(self.lab, access, printer_id):
                     self._down_since[printer_id] = None
