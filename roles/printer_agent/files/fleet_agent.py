@@ -869,6 +869,9 @@ class FleetAgent:
                 own.append(share)
         return own
 
+    # NOTE: `zrok2 delete share` works only for shares of the current environment. A stale share of
+    # an environment this agent dropped (after a move away from a frontend that was down) stays on
+    # that instance and keeps the name until that environment is disabled through the controller API.
     def remove_stale_shares(self, assignment: Assignment) -> None:
         for share in self.own_shares(assignment):
             token = share.get("shareToken")
