@@ -205,9 +205,17 @@ def start_container(host: Host) -> int:
 def wait_for_ssh(host: Host, deadline: float) -> None:
     """Wait until sshd on `host` sends its banner."""
     last_error = "no attempt"
+    restarted = False
     while time.monotonic() < deadline:
         if running_pid(host) is None:
-            raise RuntimeError(f"{host.name}: systemd-nspawn exited during boot; see {host_dir(host) / 'console.log'}")
+            if restarted:
+                raise RuntimeError(f"{host.name}: systemd-nspawn exited during boot; see {host_dir(host) / 'console.log'}")
+            # Seen once right after an earlier container was killed: nspawn exited at once with
+            # nothing in the console log, and the same command booted the host on the next try.
+            print(f"  {host.name}: systemd-nspawn exited during boot; starting it once more", flush=True)
+            restarted = True
+            start_container(host)
+            continue
         try:
             with socket.create_connection((host.address, 22), timeout=2) as conn:
                 conn.settimeout(5)
