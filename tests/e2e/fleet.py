@@ -71,7 +71,7 @@ def wait_until(condition, timeout: float, interval: float = 2.0):
 
 
 def wait_for_control_server(lab, timeout: float = 120.0) -> list[dict]:
-    """Wait until the control server answers again; return its printers."""
+    """Wait until the control server responds again; return its printers."""
     listing = wait_until(lambda: printers(lab), timeout)
     assert listing, f"the control server did not answer within {timeout:.0f} s"
     return listing

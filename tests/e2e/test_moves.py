@@ -109,7 +109,7 @@ class _OutageRecorder:
                 try:
                     access = fleet.printer_access(self.lab, printer_id)
                 except httpx.TransportError:
-                    # The control server is briefly unavailable; that says nothing about the printer.
+                    # The control server is briefly unavailable, which is no sign of a problem with the printer's state.
                     continue
                 now = time.monotonic()
                 if fleet.answers_as(self.lab, access, printer_id):
@@ -121,10 +121,10 @@ class _OutageRecorder:
             self._stop.wait(1.0)
 
 
-# NOTE: a printer that failed over away from a frontend and is later moved back to it comes back
-# with a new zrok environment, while its share from the old environment still holds the name on
-# that instance; `zrok2 delete share` from the new environment answers 404, so the public URL stays
-# 502. The drain after the failover check hits exactly this. The fix is for the agent to disable
+# NOTE: a printer that failed over away from a frontend and is later moved back to it returns
+# with a new zrok environment. Its share from the old environment still reserves the name on that
+# instance, and `zrok2 delete share` from the new environment fails with 404, so the public URL
+# stays 502. The drain after the failover check hits exactly this. The fix is for the agent to disable
 # its old environment through the controller API (POST /api/v2/disable with that envZId).
 @pytest.mark.xfail(reason="a printer moved back to a frontend it failed over from keeps a stale share there",
                    strict=False)
