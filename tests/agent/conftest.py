@@ -180,6 +180,17 @@ class FakeZrok:
             tmp_path.write_text(json.dumps(state))
             os.replace(tmp_path, self.state_path)
 
+    def remove_environment_shares(self, endpoint: str, environment_zid: str) -> None:
+        """Remove the shares of one environment, as the controller does when that environment is disabled."""
+        with open(self.state_path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self.state()
+            shares = state.get("instances", {}).get(endpoint, {}).get("shares", [])
+            shares[:] = [share for share in shares if share["envZId"] != environment_zid]
+            tmp_path = self.state_path.with_suffix(".tmp")
+            tmp_path.write_text(json.dumps(state))
+            os.replace(tmp_path, self.state_path)
+
     def shares(self, endpoint: str = "https://api.lab-eu.fleet.test") -> list[dict[str, Any]]:
         return self.state().get("instances", {}).get(endpoint, {}).get("shares", [])
 

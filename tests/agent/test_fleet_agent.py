@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import time
+from typing import Optional
 
 import pytest
 
@@ -137,6 +138,65 @@ def test_restart_reuses_registration_and_removes_stale_share(make_agent, control
     assert ["delete", "share", stale["shareToken"]] in fake_zrok.calls()
     fresh = wait_for_share(fake_zrok)
     assert fresh["shareToken"] != stale["shareToken"]
+
+
+class RecordingZrokController:
+    """Disables environments in the fake zrok state and records each call."""
+
+    def __init__(self, fake_zrok, fail_with: Optional[Exception] = None) -> None:
+        self.fake_zrok = fake_zrok
+        self.fail_with = fail_with
+        self.calls: list[tuple[str, str, str]] = []
+
+    def disable_environment(self, api_endpoint: str, account_token: str, environment_zid: str) -> None:
+        self.calls.append((api_endpoint, account_token, environment_zid))
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.fake_zrok.remove_environment_shares(api_endpoint, environment_zid)
+
+
+def drop_environment(agent) -> None:
+    """Forget the enabled environment locally while its share stays on the controller.
+
+    This is what remains after the agent left a frontend that was down: `zrok2 disable` could not
+    reach the controller, so it cleaned up only the local environment.
+    """
+    kill_share_process(agent)
+    agent.share = None
+    os.unlink(agent.zrok.environment_file)
+
+
+def test_share_of_earlier_environment_is_removed(make_agent, fake_zrok):
+    controller = RecordingZrokController(fake_zrok)
+    first = make_agent(zrok_controller=controller)
+    first.start()
+    stale = wait_for_share(fake_zrok)
+    drop_environment(first)
+
+    second = make_agent(zrok_controller=controller)
+    second.start()
+
+    assert controller.calls == [(EU, ACCOUNT_TOKEN_EU, stale["envZId"])]
+    assert ["delete", "share", stale["shareToken"]] not in fake_zrok.calls()
+    fresh = wait_for_share(fake_zrok)
+    assert fresh["shareToken"] != stale["shareToken"]
+    assert fresh["envZId"] == second.zrok.environment()["ziti_identity"]
+
+
+def test_earlier_environment_unreachable_deletes_nothing(make_agent, fake_zrok):
+    unreachable = fleet_agent.ZrokTransientError("disabling environment: HTTP 503")
+    controller = RecordingZrokController(fake_zrok, fail_with=unreachable)
+    first = make_agent(zrok_controller=controller)
+    first.start()
+    stale = wait_for_share(fake_zrok)
+    drop_environment(first)
+
+    second = make_agent(zrok_controller=controller)
+    assert second.start_share_with_retry(fleet_agent.Assignment.from_json(assignment()), attempts=2) is False
+
+    assert len(controller.calls) == 2
+    assert fake_zrok.shares(EU) == [stale]
+    assert second.share is None
 
 
 def test_share_conflict_without_cleanup_is_retried(make_agent, fake_zrok):
@@ -637,3 +697,72 @@ def test_status_file_tracks_registration(make_agent, fake_zrok):
     text = open(agent.status_file).read()
     for secret in SECRETS:
         assert secret not in text
+
+
+# -- zrok controller API ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def zrok_controller_api():
+    """A loopback HTTP server in place of a zrok controller's /api/v2/disable, with a scripted status."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    received: list[dict] = []
+    status = {"code": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            received.append(
+                {
+                    "path": self.path,
+                    "token": self.headers.get("X-TOKEN"),
+                    "content_type": self.headers.get("Content-Type"),
+                    "body": json.loads(self.rfile.read(length) or b"{}"),
+                }
+            )
+            self.send_response(status["code"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received, status
+    server.shutdown()
+    server.server_close()
+
+
+def test_disable_environment_request(zrok_controller_api):
+    url, received, _status = zrok_controller_api
+
+    fleet_agent.ZrokController(timeout_s=2).disable_environment(url + "/", ACCOUNT_TOKEN_EU, "zOld123")
+
+    assert received == [
+        {
+            "path": "/api/v2/disable",
+            "token": ACCOUNT_TOKEN_EU,
+            "content_type": "application/zrok.v1+json",
+            "body": {"identity": "zOld123"},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(503, "ZrokTransientError"), (502, "ZrokTransientError"), (401, "ZrokError")],
+)
+def test_disable_environment_errors(zrok_controller_api, code, error):
+    url, _received, status = zrok_controller_api
+    status["code"] = code
+
+    with pytest.raises(getattr(fleet_agent, error)) as raised:
+        fleet_agent.ZrokController(timeout_s=2).disable_environment(url, ACCOUNT_TOKEN_EU, "zOld123")
+
+    assert type(raised.value) is getattr(fleet_agent, error)
+    assert f"HTTP {code}" in str(raised.value)
+    assert ACCOUNT_TOKEN_EU not in str(raised.value)

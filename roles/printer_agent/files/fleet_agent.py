@@ -517,6 +517,50 @@ class Zrok:
             raise ZrokError(f"zrok2 {' '.join(args)} did not print JSON") from None
 
 
+class ZrokController:
+    """The zrok v2 controller's REST API, for the one call that the zrok2 CLI does not offer.
+
+    `zrok2 disable` disables only the environment enabled on this machine. An environment that the
+    agent dropped while its instance was unreachable can be disabled only through
+    `POST /api/v2/disable` with the account token, which also removes that environment's shares.
+    """
+
+    def __init__(self, timeout_s: float = 15.0) -> None:
+        self.timeout_s = timeout_s
+        # zrok2 itself trusts the system store, so the controller's certificate is checked the same way.
+        self.ssl_context = ssl.create_default_context()
+
+    def disable_environment(self, api_endpoint: str, account_token: str, environment_zid: str) -> None:
+        """Disable one environment of the account; raise ZrokTransientError or ZrokError."""
+        url = api_endpoint.rstrip("/") + "/api/v2/disable"
+        request = urllib.request.Request(
+            url,
+            data=json.dumps({"identity": environment_zid}).encode("utf-8"),
+            method="POST",
+            headers={
+                "X-TOKEN": account_token,
+                "Content-Type": "application/zrok.v1+json",
+                "Accept": "application/zrok.v1+json",
+                "User-Agent": f"printer-fleet-agent/{AGENT_VERSION}",
+            },
+        )
+        context = self.ssl_context if url.startswith("https:") else None
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=context):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code == 429:
+                raise ZrokTransientError(f"disabling environment {environment_zid} at {url}: HTTP {exc.code}") from None
+            # The controller returns 401 when the environment does not exist or belongs to another account.
+            raise ZrokError(
+                f"disabling environment {environment_zid} at {url} was rejected with HTTP {exc.code}; "
+                "the share name stays taken until that environment is disabled by its account's owner"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ZrokTransientError(f"disabling environment {environment_zid} at {url}: {reason}") from None
+
+
 class ShareProcess:
     """The supervised `zrok2 share public` child process."""
 
@@ -626,6 +670,7 @@ class FleetAgent:
         clock_synchronized: Callable[[], Optional[bool]] = clock_synchronized,
         hardware_id: Optional[str] = None,
         client: Optional[ControlClient] = None,
+        zrok_controller: Optional[ZrokController] = None,
         connect_time_ms: Optional[Callable[[str, int], Optional[float]]] = None,
     ) -> None:
         self.config = config
@@ -639,6 +684,7 @@ class FleetAgent:
         self.hardware_id = hardware_id
         self.client = client or ControlClient(config.control_url, config.ca_file, config.request_timeout_s)
         self.zrok = Zrok(config.zrok2_path, config.zrok_home)
+        self.zrok_controller = zrok_controller or ZrokController(config.request_timeout_s)
         self.connect_time_ms = connect_time_ms or tcp_connect_time_ms
 
         self.printer_token = ""
@@ -869,12 +915,31 @@ class FleetAgent:
                 own.append(share)
         return own
 
-    # NOTE: `zrok2 delete share` works only for shares of the current environment. A stale share of
-    # an environment this agent dropped (after a move away from a frontend that was down) stays on
-    # that instance and keeps the name until that environment is disabled through the controller API.
     def remove_stale_shares(self, assignment: Assignment) -> None:
+        """Remove shares that hold this printer's name, so that the new share can take it.
+
+        `zrok2 delete share` works only for shares of the current environment. A share of an
+        environment that the agent dropped earlier, for example when it left a frontend that was
+        down and came back later, is removed by disabling that old environment through the
+        controller API.
+        """
+        own_zid = (self.zrok.environment() or {}).get("ziti_identity")
+        disabled: set[str] = set()
         for share in self.own_shares(assignment):
             token = share.get("shareToken")
+            share_zid = str(share.get("envZId") or "")
+            if share_zid and own_zid and share_zid != own_zid:
+                if share_zid not in disabled:
+                    LOG.info(
+                        "Share %s of printer %s belongs to its earlier environment %s on frontend %s; disabling that environment",
+                        token,
+                        self.config.printer_id,
+                        share_zid,
+                        assignment.frontend,
+                    )
+                    self.zrok_controller.disable_environment(assignment.api_endpoint, assignment.account_token, share_zid)
+                    disabled.add(share_zid)
+                continue
             if token:
                 self.zrok.run(["delete", "share", str(token)], purpose="remove a stale share that holds the name")
                 LOG.info("Removed stale share %s of printer %s", token, self.config.printer_id)
