@@ -39,6 +39,7 @@ LOCATIONS: dict[str, tuple[float, float]] = {
     "me-central-1": (25.2, 55.3),     # UAE
     "af-south-1": (-33.9, 18.4),      # Cape Town
     "ap-east-1": (22.3, 114.2),       # Hong Kong
+    "ap-east-2": (25.0, 121.6),       # Taipei
     "ap-south-1": (19.1, 72.9),       # Mumbai
     "ap-south-2": (17.4, 78.5),       # Hyderabad
     "ap-northeast-1": (35.7, 139.7),  # Tokyo
@@ -49,6 +50,7 @@ LOCATIONS: dict[str, tuple[float, float]] = {
     "ap-southeast-3": (-6.2, 106.8),  # Jakarta
     "ap-southeast-4": (-37.8, 145.0), # Melbourne
     "ap-southeast-5": (3.1, 101.7),   # Kuala Lumpur
+    "ap-southeast-6": (-36.8, 174.8), # Auckland
     "ap-southeast-7": (13.8, 100.5),  # Bangkok
 }
 

@@ -44,6 +44,7 @@ AWS_REGIONS: dict[str, str] = {
     "ap-southeast-3": "Jakarta",
     "ap-southeast-4": "Melbourne",
     "ap-southeast-5": "Malaysia",
+    "ap-southeast-6": "New Zealand",
     "ap-southeast-7": "Thailand",
 }
 

@@ -138,3 +138,13 @@ def test_good_reload_changes_capacity(api, fleet_files):
 
     assert {f["capacity"] for f in api.frontends().values()} == {7}
     assert api.client.get("/readyz").json()["inventory_error"] is None
+
+
+def test_every_provisioned_location_has_coordinates():
+    """Each Hetzner location and AWS region that the Pulumi program accepts is placed on the map."""
+    from controlserver.locations import LOCATIONS
+    from infra.locations import LOCATIONS_BY_PROVIDER
+
+    for provider, locations in LOCATIONS_BY_PROVIDER.items():
+        missing = sorted(set(locations) - set(LOCATIONS))
+        assert missing == [], f"{provider} locations without coordinates in controlserver.locations"
