@@ -810,13 +810,23 @@ def _decide(
     """Choose the heartbeat's action: move if the agent is not on its assigned frontend, restart
     its share if the outside probe failed, else stay."""
     if request.frontend != frontend:
-        return "move", f"assigned to frontend {frontend} ({move_reason or 'assigned'})"
+        return "move", f"assigned to frontend {frontend} ({_MOVE_REASONS.get(move_reason or '', 'reassigned')})"
     if restart_share:
         return "restart_share", "the public URL of the share failed the outside probe"
     state = states.get(frontend)
     if state is not None and not _usable(state):
         return "stay", f"frontend {frontend} is {_why_leave(state)}; a move is queued"
     return "stay", ""
+
+
+# Heartbeat messages for the move reasons that _why_leave and registration store.
+_MOVE_REASONS = {
+    "new": "first assignment",
+    "removed": "the previous frontend was removed from the inventory",
+    "draining": "the previous frontend is draining",
+    "unhealthy": "the previous frontend is unhealthy",
+    "rebalance": "rebalanced",
+}
 
 
 def _why_leave(state: FrontendState | None) -> str:

@@ -125,6 +125,7 @@ def test_drain_moves_in_batches(api, fleet_files):
     assert all(h["action"] == "stay" and "draining" in h["reason"] for h in heartbeats_before)
     assert moved == [3, 2, 0]
     assert all(h["action"] == "move" and h["assignment"]["frontend"] == "us-1" for h in heartbeats_after)
+    assert {h["reason"] for h in heartbeats_after} == {"assigned to frontend us-1 (the previous frontend is draining)"}
     frontends = api.frontends()
     assert (frontends["eu-1"]["assigned"], frontends["us-1"]["assigned"]) == (0, 5)
 
