@@ -75,7 +75,7 @@ def test_sqlite_backup_while_serving(server_process, fleet_files):
 def test_sqlite_restore_after_loss(server_process, fleet_files):
     server = server_process()
     token = server.client().enrollment_token()
-    kept = register_printers(server, ["printer-0001", "printer-0002", "printer-0003"], token)
+    backed_up = register_printers(server, ["printer-0001", "printer-0002", "printer-0003"], token)
     frontends_at_backup = {name: f["assigned"] for name, f in server.client().frontends().items()}
     output = fleet_files["tmp"] / "control-backup.db"
     assert run_controlserver("backup", "--database", server.database_url, "--output", str(output)).returncode == 0
@@ -88,7 +88,7 @@ def test_sqlite_restore_after_loss(server_process, fleet_files):
     shutil.copyfile(output, restored_path)
     restored = ServerProcess(fleet_files, database_url=f"sqlite:///{restored_path}").start()
     try:
-        assert_restored(restored, kept)
+        assert_restored(restored, backed_up)
         api = restored.client()
         assert {name: f["assigned"] for name, f in api.frontends().items()} == frontends_at_backup
         # A printer enrolled after the backup is unknown and enrolls again with an enrollment token.
@@ -135,7 +135,7 @@ def test_postgresql_backup_and_restore(fleet_files, postgres_url):  # noqa: F811
     server = ServerProcess(fleet_files, database_url=postgres_url).start()
     try:
         token = server.client().enrollment_token()
-        kept = register_printers(server, ["printer-0001", "printer-0002", "printer-0003"], token)
+        backed_up = register_printers(server, ["printer-0001", "printer-0002", "printer-0003"], token)
         frontends_at_backup = {name: f["assigned"] for name, f in server.client().frontends().items()}
         output = fleet_files["tmp"] / "control.dump"
         result = run_controlserver("backup", "--database", postgres_url, "--output", str(output))
@@ -156,7 +156,7 @@ def test_postgresql_backup_and_restore(fleet_files, postgres_url):  # noqa: F811
 
     restored = ServerProcess(fleet_files, database_url=restored_url).start()
     try:
-        assert_restored(restored, kept)
+        assert_restored(restored, backed_up)
         assert {name: f["assigned"] for name, f in restored.client().frontends().items()} == frontends_at_backup
     finally:
         restored.stop()

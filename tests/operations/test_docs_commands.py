@@ -1,10 +1,10 @@
 """The operator guide's commands, checked offline so the guide cannot drift from the code.
 
-Every shell line in a fenced block of docs/operations/*.md is parsed: `python -m controlserver`
-and `python -m infra.inventory` lines by their own argument parsers, `ansible-playbook` and
-`ansible` lines by ansible-core's parsers (playbooks must exist, ad-hoc module options must be
-options of that module), `pulumi config set` keys against the program's known keys. Variables,
-settings and metrics named in backticks must exist in the code, and links must resolve.
+Every shell line in a fenced block of docs/operations/*.md is parsed. `python -m controlserver`
+and `python -m infra.inventory` lines go through their own argument parsers, `ansible-playbook`
+and `ansible` lines through ansible-core's parsers. Playbooks must exist, and ad-hoc module options
+must be options of that module. `pulumi config set` keys must be keys the program reads.
+Variables, settings and metrics named in backticks must exist in the code, and links must resolve.
 """
 
 from __future__ import annotations
