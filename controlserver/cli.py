@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from controlserver import __version__
 from controlserver import backup as backup_command
+from controlserver import enrollment_tokens as enrollment_tokens_command
 from controlserver.core.settings import check_secret
 
 DEFAULT_SERVER = "https://127.0.0.1:8443"
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_enrollment_token)
 
     backup_command.add_parser(commands)
+    enrollment_tokens_command.add_parser(commands)
     return parser
 
 

@@ -32,7 +32,7 @@ BIN = Path(sys.executable).parent
 # Tools the guide may use without a parser of their own here. A new tool must be added on purpose.
 OTHER_TOOLS = {
     "ansible-inventory", "ansible-vault", "createdb", "curl", "git", "install", "journalctl", "mkdir",
-    "mv", "openssl", "pg_restore", "psql", "sh", "sqlite3", "systemctl",
+    "mv", "openssl", "pg_restore", "sh", "systemctl",
 }
 PULUMI_SUBCOMMANDS = {"config", "destroy", "login", "preview", "stack", "up"}
 # Environment variables read by the operator commands rather than by Settings.

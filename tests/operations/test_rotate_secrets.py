@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 
 import yaml
 
@@ -42,22 +41,67 @@ def test_admin_token_rotated_by_restart(fleet_files):
     assert heartbeat.json()["action"] == "stay"
 
 
-def test_enrollment_tokens_revoked_by_delete(server_process, fleet_files):
+def test_enrollment_token_revoked(server_process):
+    server = server_process()
+    api = server.client()
+    leaked = api.enrollment_token(description="leaked batch")
+    kept = api.enrollment_token(description="current batch", max_uses=5, expires_in_s=3600)
+    api.register(kept, "printer-0009", **NEAR_EU)
+    enrolled = api.register(leaked, "printer-0001", **NEAR_EU).json()
+
+    listing = run_controlserver("enrollment-tokens", "--database", server.database_url)
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["ID", "CREATED", "EXPIRES", "USES", "DESCRIPTION"]
+    assert lines[1].split()[0] == "1"
+    assert lines[1].split()[-4:] == ["never", "unlimited", "leaked", "batch"]
+    assert lines[2].split()[-3:] == ["1/5", "current", "batch"]
+    assert leaked not in listing.stdout
+
+    revoked = run_controlserver("enrollment-tokens", "--database", server.database_url, "--revoke", "1")
+
+    assert revoked.stdout.strip() == "revoked 1 enrollment tokens"
+    rejected = api.register(leaked, "printer-0002", **NEAR_EU)
+    assert rejected.status_code == 401
+    assert "not a valid enrollment token" in rejected.json()["message"]
+    assert api.register(kept, "printer-0002", **NEAR_EU).status_code == 200
+    heartbeat = api.heartbeat(enrolled["printer_token"], "printer-0001", enrolled["assignment"]["frontend"])
+    assert heartbeat.status_code == 200
+
+
+def test_revoke_unknown_id_changes_nothing(server_process):
     server = server_process()
     api = server.client()
     token = api.enrollment_token()
-    enrolled = api.register(token, "printer-0001", **NEAR_EU).json()
 
-    with sqlite3.connect(fleet_files["database"], timeout=30) as connection:
-        connection.execute("DELETE FROM enrollment_tokens")
+    result = run_controlserver("enrollment-tokens", "--database", server.database_url, "--revoke", "1",
+                               "--revoke", "7")
 
-    rejected = api.register(token, "printer-0002", **NEAR_EU)
-    assert rejected.status_code == 401
-    assert "not a valid enrollment token" in rejected.json()["message"]
-    heartbeat = api.heartbeat(enrolled["printer_token"], "printer-0001", enrolled["assignment"]["frontend"])
-    assert heartbeat.status_code == 200
-    fresh = api.enrollment_token()
-    assert api.register(fresh, "printer-0002", **NEAR_EU).status_code == 200
+    assert result.returncode == 1
+    assert "no enrollment token with id 7" in result.stderr
+    assert "nothing was revoked" in result.stderr
+    assert api.register(token, "printer-0001", **NEAR_EU).status_code == 200
+
+
+def test_revoke_all_enrollment_tokens(server_process):
+    server = server_process()
+    api = server.client()
+    tokens = [api.enrollment_token(), api.enrollment_token()]
+
+    result = run_controlserver("enrollment-tokens", "--database", server.database_url, "--revoke-all")
+
+    assert result.stdout.strip() == "revoked 2 enrollment tokens"
+    for number, token in enumerate(tokens):
+        assert api.register(token, f"printer-{number:04d}", **NEAR_EU).status_code == 401
+
+
+def test_token_command_missing_database(tmp_path):
+    missing = tmp_path / "missing.db"
+
+    result = run_controlserver("enrollment-tokens", "--database", f"sqlite:///{missing}")
+
+    assert result.returncode == 1
+    assert f"database file {missing} not found" in result.stderr
+    assert not missing.exists()
 
 
 def test_printer_token_rotated_by_reenrollment(server_process):
