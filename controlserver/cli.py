@@ -12,6 +12,8 @@ import httpx
 from pydantic import ValidationError
 
 from controlserver import __version__
+from controlserver import backup as backup_command
+from controlserver import enrollment_tokens as enrollment_tokens_command
 from controlserver.core.settings import check_secret
 
 DEFAULT_SERVER = "https://127.0.0.1:8443"
@@ -74,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--max-uses", type=int, metavar="N", help="how many printers may enroll with it")
     token.add_argument("--description", default="", help="note stored with the token")
     token.set_defaults(func=_enrollment_token)
+
+    backup_command.add_parser(commands)
+    enrollment_tokens_command.add_parser(commands)
     return parser
 
 

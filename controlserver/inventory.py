@@ -82,7 +82,7 @@ def load_inventory(path: Path) -> dict[str, FrontendConfig]:
 
     frontends: dict[str, FrontendConfig] = {}
     for host in sorted(group.get_hosts(), key=lambda h: h.name):
-        host_vars = variables.get_vars(host=host, include_hostvars=False)
+        host_vars = _host_vars(path, variables, host)
         templar = Templar(loader=loader, variables=host_vars)
         frontends[host.name] = _frontend_from_vars(host.name, host_vars, templar)
 
@@ -92,6 +92,20 @@ def load_inventory(path: Path) -> dict[str, FrontendConfig]:
 
 
 _LOAD_LOCK = threading.Lock()
+
+
+def _host_vars(path: Path, variables: VariableManager, host: Any) -> dict[str, Any]:
+    try:
+        return variables.get_vars(host=host, include_hostvars=False)
+    except AnsibleError as exc:
+        detail = _first_line(exc)
+        if "vault" in detail.lower():
+            raise InventoryError(
+                f"inventory {path}: a group_vars or host_vars file of frontend {host.name} is encrypted with "
+                "Ansible Vault, which the control server cannot read: move the vault file out of the "
+                "inventory directory and pass it to ansible-playbook with -e @FILE"
+            ) from exc
+        raise InventoryError(f"inventory {path}: variables of frontend {host.name} cannot be read: {detail}") from exc
 
 
 class _ParseFailureCollector:
