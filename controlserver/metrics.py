@@ -48,6 +48,10 @@ HEALTH_TRANSITIONS = Counter(
 INVENTORY_RELOADS = Counter(
     "fleet_inventory_reloads_total", "Inventory reloads by result (ok, rejected).", ["result"], registry=REGISTRY,
 )
+PRINTER_ACCESS = Counter(
+    "fleet_printer_access_total", "Printer credentials handed out through /access, by the caller's role.",
+    ["role"], registry=REGISTRY,
+)
 MONITOR_LEADER = Gauge(
     "fleet_monitor_leader", "1 while this process holds the monitor lease.", registry=REGISTRY,
 )

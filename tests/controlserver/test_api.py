@@ -316,10 +316,12 @@ def test_get_printer_gives_access(api):
     registered = api.register(api.enrollment_token(), "printer-0001", moonraker_api_key="k" * 32, **NEAR_EU).json()
 
     printer = api.printer("printer-0001")
+    access = api.client.get("/v1/printers/printer-0001/access", headers=api.admin).json()
 
     assert printer["frontend"] == "eu-1"
-    assert printer["share_auth"] == registered["assignment"]["share_auth"]
-    assert printer["moonraker_api_key"] == "k" * 32
+    assert "share_auth" not in printer
+    assert access["share_auth"] == registered["assignment"]["share_auth"]
+    assert access["moonraker_api_key"] == "k" * 32
 
 
 def test_unknown_printer_not_found(api):
