@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from pathlib import Path
@@ -26,6 +27,7 @@ from controlserver.errors import FleetError, InventoryError, ZrokAccountFailed
 from controlserver.inventory import FrontendConfig, load_inventory
 from controlserver.services.fleet import Fleet
 from controlserver.services.monitor import Monitor
+from controlserver.services.printer_health import read_printer_health
 from controlserver.services.zrok import ZrokAdmin
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,8 @@ def create_app(settings: Settings) -> FastAPI:
         if not await anyio.to_thread.run_sync(inventory.reload):
             raise SystemExit(f"inventory {settings.inventory} is invalid: {inventory.last_error}")
         metrics.FLEET.read_counts = fleet.counts
+        metrics.FLEET.read_printer_health = functools.partial(
+            read_printer_health, db, settings.heartbeat_overdue_after_s)
 
         tasks = []
         if settings.watch_inventory:

@@ -401,8 +401,8 @@ def test_metrics_report_fleet(api):
     text = api.client.get("/metrics").text
 
     assert 'fleet_printers{frontend="eu-1",share_state="active"} 1.0' in text
-    assert 'fleet_frontend_healthy{frontend="eu-1"} 1.0' in text
-    assert 'fleet_frontend_capacity{frontend="us-1"} 5.0' in text
+    assert 'fleet_frontend_healthy{frontend="eu-1",region="eu"} 1.0' in text
+    assert 'fleet_frontend_capacity{frontend="us-1",region="us"} 5.0' in text
     assert 'fleet_assignments_total{frontend="eu-1",reason="new"}' in text
     assert 'fleet_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/v1/printers/register"' in text
 
