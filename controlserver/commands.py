@@ -1,4 +1,4 @@
-"""Operator commands: call a running server's admin API and show the answer as a table, a progress
+"""Operator commands: call a running server's admin API and show the response as a table, a progress
 bar or JSON (`--json`).
 
 Output goes through rich. It colours only on a terminal and never when NO_COLOR is set, and a drain

@@ -2,7 +2,7 @@
 
 An admin token may do everything. An operator token may read the fleet (printers, frontends) and
 get the credentials to reach a printer, but may not drain, undrain, enroll or delete. Only the
-SHA-256 hash of each token is kept in memory; the operator tokens file holds hashes only.
+SHA-256 hash of each token is kept in memory, and the operator tokens file contains hashes only.
 
 The operator tokens file is YAML::
 
@@ -48,7 +48,7 @@ PERMISSIONS = {
 
 @dataclass(frozen=True)
 class Identity:
-    """Who presented a token: the name is logged, the token never is."""
+    """The owner of a presented token. Its name is logged, the token never is."""
 
     name: str
     role: Role
@@ -131,7 +131,10 @@ def load_operator_tokens_file(path: Path) -> dict[str, str]:
     except OSError as exc:
         raise ValueError(f"operator tokens file {path} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"operator tokens file {path} is not valid YAML: {exc}") from None
+        # Only the position is reported, because the offending text may be a pasted token.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"operator tokens file {path} is not valid YAML{where}") from None
     entries = document.get("operator_tokens") if isinstance(document, dict) else None
     if entries is None:
         entries = {}

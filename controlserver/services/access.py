@@ -1,4 +1,4 @@
-"""What an operator should know before using a printer's public URL."""
+"""Warnings for an operator about a printer's public URL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from controlserver.models import Frontend, Printer, utcnow
 
 
 def access_warnings(printer: Printer, frontend: Frontend | None, heartbeat_overdue_s: float) -> list[str]:
-    """Return the reasons why the printer's public URL may not answer right now, worst first."""
+    """Return the reasons why the printer's public URL may fail right now, worst first."""
     if frontend is None:
         return ["the printer has no frontend, so it has no public URL: it gets one when it registers again"]
     warnings = []

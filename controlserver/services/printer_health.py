@@ -36,8 +36,8 @@ def read_printer_health(db: Database, overdue_after_s: float) -> PrinterHealth:
             .where(Printer.frontend.is_not(None), last_seen < cutoff)
             .group_by(Printer.frontend)
         ).all())
-        # NOTE: one series per failing printer; a region-wide outage makes as many series as the
-        # region has printers, which Prometheus holds, but dashboards should aggregate them.
+        # NOTE: /metrics gets one series per failing printer. A region-wide outage makes as many
+        # series as the region has printers, so dashboards should aggregate them.
         failing = session.execute(
             select(Printer.id, Printer.frontend, Frontend.region)
             .join(Frontend, Printer.frontend == Frontend.name)

@@ -193,6 +193,15 @@ def test_operator_tokens_file_rejected(fleet_files, document, message):
     assert "plain-token-0123456789abcdef" not in str(raised.value)
 
 
+def test_operator_tokens_file_not_yaml(fleet_files):
+    path = fleet_files["tmp"] / "operators.yml"
+    path.write_text("operator_tokens:\n  dave: [plain-token-0123456789abcdef\n")
+    settings = make_settings(fleet_files, operator_tokens_file=path)
+    with pytest.raises(ValueError, match="is not valid YAML at line 3") as raised:
+        settings.load_operator_tokens()
+    assert "plain-token" not in str(raised.value)
+
+
 def test_operator_token_equal_to_admin_rejected(fleet_files):
     settings = make_settings(fleet_files, operator_tokens=f"eve:{ADMIN_TOKEN}")
     with pytest.raises(ValueError, match="an operator token equals the admin token"):
