@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
                             "print the API's JSON instead of a table")
     status.set_defaults(func=ops.status)
 
+    printers = client_command("printers", "print the printers with share state, last heartbeat and probe "
+                              "failures as a table", "print the printers as JSON")
+    printers.add_argument("--frontend", help="only the printers assigned to this frontend")
+    printers.set_defaults(func=ops.printers)
+
     drain = client_command("drain", "stop assigning printers to a frontend, move its printers away and show "
                            "the progress until none is left", "print one JSON object when done")
     drain.add_argument("frontend", help="frontend name as in the inventory")

@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def read_token(args: argparse.Namespace) -> str:
         raise CommandFailed(str(exc)) from None
 
 
-def call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
+def call(args: argparse.Namespace, method: str, path: str, body: dict | None = None,
+         params: dict | None = None) -> dict:
     """Send one request to the server named by --server and return its JSON body."""
     from controlserver.core.tls import client_ssl_context
 
@@ -74,7 +76,7 @@ def call(args: argparse.Namespace, method: str, path: str, body: dict | None = N
     headers = {"Authorization": f"Bearer {read_token(args)}"}
     with httpx.Client(base_url=args.server, headers=headers, verify=verify, timeout=30) as client:
         try:
-            response = client.request(method, path, json=body)
+            response = client.request(method, path, json=body, params=params)
         except httpx.HTTPError as exc:
             raise CommandFailed(f"cannot reach the control server at {args.server}: {exc}") from None
     if response.status_code >= 400:
@@ -138,6 +140,57 @@ def status(args: argparse.Namespace) -> int:
     capacity = sum(f["capacity"] for f in frontends if f["in_inventory"])
     console.print(f"\n{total} printers assigned, capacity {capacity}")
     return 0
+
+
+SHARE_STYLES = {"active": "green", "failed": "bold red", "stopped": "red"}
+
+
+def printers(args: argparse.Namespace) -> int:
+    """List the printers, page by page from the API, as a table or JSON."""
+    rows: list[dict] = []
+    after = None
+    while True:
+        params = {"limit": 1000, "after": after, "frontend": args.frontend}
+        page = call(args, "GET", "/v1/printers", params={k: v for k, v in params.items() if v is not None})
+        rows.extend(page["printers"])
+        after = page["next_after"]
+        if not after:
+            break
+    if args.json:
+        print_json(rows)
+        return 0
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header in ("PRINTER", "FRONTEND", "REGION", "SHARE", "LAST HEARTBEAT", "MOONRAKER", "KLIPPY"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("PROBE FAILURES", justify="right", no_wrap=True)
+    table.add_column("AGENT", no_wrap=True)
+    now = datetime.now(UTC)
+    for printer in rows:
+        share = printer["share_state"] or "unknown"
+        table.add_row(
+            Text(printer["printer_id"]), Text(printer["frontend"] or "none"), Text(printer["region"] or ""),
+            Text(share, style=SHARE_STYLES.get(share, "yellow")), Text(_age(printer["last_heartbeat_at"], now)),
+            Text(printer["moonraker_state"] or ""), Text(printer["klippy_state"] or ""),
+            Text(str(printer["probe_failures"]), style="red" if printer["probe_failures"] else ""),
+            Text(printer["agent_version"] or ""),
+        )
+    console = make_console()
+    console.print(table)
+    active = sum(1 for printer in rows if printer["share_state"] == "active")
+    console.print(f"\n{len(rows)} printers, {active} with an active share")
+    return 0
+
+
+def _age(timestamp: str | None, now: datetime) -> str:
+    if timestamp is None:
+        return "never"
+    seconds = max(0, int((now - datetime.fromisoformat(timestamp)).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
 
 
 # -- drain -------------------------------------------------------------------------------------

@@ -104,6 +104,28 @@ def test_status_json(server_process):
     assert frontends["us-1"]["load"] == 0
 
 
+def test_printers_table_and_json(server_process):
+    server = server_process(env={"FLEET_OPERATOR_TOKENS": f"alice:{ALICE_TOKEN}"})
+    api = server.client()
+    registered = enroll(server, 3)
+    api.heartbeat(registered["printer-0001"]["printer_token"], "printer-0001", "eu-1", agent_version="1.0.0")
+    api.heartbeat(registered["printer-0002"]["printer_token"], "printer-0002", "eu-1", share_state="failed")
+
+    table = cli(server, "printers", token=ALICE_TOKEN)
+    as_json = cli(server, "printers", "--json", "--frontend", "eu-1", token=ALICE_TOKEN)
+
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["PRINTER", "FRONTEND", "REGION", "SHARE", "LAST", "HEARTBEAT", "MOONRAKER", "KLIPPY",
+                                "PROBE", "FAILURES", "AGENT"]
+    assert re.fullmatch(r"printer-0001\s+eu-1\s+active\s+\d+ s ago\s+ok\s+ready\s+0\s+1\.0\.0", lines[1].strip())
+    assert re.fullmatch(r"printer-0002\s+eu-1\s+failed\s+\d+ s ago\s+ok\s+ready\s+0", lines[2].strip())
+    assert re.fullmatch(r"printer-0003\s+eu-1\s+unknown\s+never\s+0", lines[3].strip())
+    assert lines[-1] == "3 printers, 1 with an active share"
+    assert as_json.returncode == 0, as_json.stderr
+    assert [p["printer_id"] for p in json.loads(as_json.stdout)] == ["printer-0001", "printer-0002", "printer-0003"]
+
+
 def test_drain_reports_progress_until_done(server_process):
     server = server_process(env=FAST_MONITOR)
     enroll(server, 3)
