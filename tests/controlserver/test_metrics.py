@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from controlserver.models import Printer, utcnow
 from tests.controlserver.conftest import NEAR_EU, frontend_vars, write_inventory
+from tests.controlserver.test_postgres_replicas import postgres_url  # noqa: F401  (fixture)
 
 
 def scrape(api) -> dict[tuple[str, frozenset], float]:
@@ -116,3 +118,19 @@ def test_share_failing_clears_when_active(api):
 
     assert list(before.values()) == [1]
     assert series(scrape(api), "fleet_printer_share_failing") == {}
+
+
+@pytest.mark.postgres
+def test_printer_gauges_on_postgres(make_api, postgres_url):  # noqa: F811
+    api = make_api(database_url=postgres_url)
+    tokens = enroll(api, "printer-0001", "printer-0002", "printer-0003")
+    api.heartbeat(tokens["printer-0001"], "printer-0001", "eu-1", share_state="failed")
+    api.heartbeat(tokens["printer-0002"], "printer-0002", "eu-1", share_state="failed")
+    api.heartbeat(tokens["printer-0003"], "printer-0003", "eu-1", share_state="active")
+    set_printer(api, "printer-0002", last_heartbeat_at=utcnow() - timedelta(hours=1))
+
+    samples = scrape(api)
+
+    assert series(samples, "fleet_printer_share_failing") == {
+        labels(printer="printer-0001", frontend="eu-1", region="eu"): 1}
+    assert samples[("fleet_printers_heartbeat_overdue", labels(frontend="eu-1", region="eu"))] == 1
