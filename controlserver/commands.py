@@ -196,7 +196,7 @@ def _age(timestamp: str | None, now: datetime) -> str:
 # -- drain -------------------------------------------------------------------------------------
 
 def drain(args: argparse.Namespace) -> int:
-    """Drain or undrain a frontend; a drain waits until its printers have moved unless --no-wait."""
+    """Drain or undrain a frontend. A drain waits until its printers have moved, unless --no-wait."""
     frontend = call(args, "POST", f"/v1/frontends/{args.frontend}/{args.command}")
     total = frontend["assigned"]
     if args.command == "undrain" or args.no_wait:
@@ -231,8 +231,8 @@ def drain(args: argparse.Namespace) -> int:
 
 
 def _wait_for_drain(args: argparse.Namespace, total: int) -> tuple[int, str]:
-    """Poll the frontend until no printer is assigned to it; return the printers left and the outcome
-    (done, undrained or timeout)."""
+    """Poll the frontend until no printer is assigned to it, and return the printers left and the
+    outcome (done, undrained or timeout)."""
     deadline = time.monotonic() + args.timeout if args.timeout else None
     console = make_console()
     show_bar = console.is_terminal and not args.json
