@@ -45,6 +45,18 @@ def make_console(stderr: bool = False) -> Console:
     return console
 
 
+def print_table(console: Console, table: Table) -> None:
+    """Print a table. On a terminal rich prints it as it is, elsewhere without trailing spaces, which
+    rich pads every cell with."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        print(line.rstrip())
+
+
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
@@ -135,7 +147,7 @@ def status(args: argparse.Namespace) -> int:
         )
 
     console = make_console()
-    console.print(table)
+    print_table(console, table)
     total = sum(f["assigned"] for f in frontends)
     capacity = sum(f["capacity"] for f in frontends if f["in_inventory"])
     console.print(f"\n{total} printers assigned, capacity {capacity}")
@@ -176,7 +188,7 @@ def printers(args: argparse.Namespace) -> int:
             Text(printer["agent_version"] or ""),
         )
     console = make_console()
-    console.print(table)
+    print_table(console, table)
     active = sum(1 for printer in rows if printer["share_state"] == "active")
     console.print(f"\n{len(rows)} printers, {active} with an active share")
     return 0
@@ -294,7 +306,7 @@ def access(args: argparse.Namespace) -> int:
     for label, value in rows:
         table.add_row(label, Text(value))
 
-    make_console().print(table)
+    print_table(make_console(), table)
     errors = make_console(stderr=True)
     for warning in printer["warnings"]:
         errors.print(Text.assemble(("warning:", "yellow"), " ", warning))

@@ -73,6 +73,7 @@ def test_status_table_in_pipe_has_no_colour(server_process):
                                 "DRAINING", "LAST", "PROBE", "ERROR"]
     assert lines[1].split() == ["eu-1", "eu", "fsn1", "1", "5", "20%", "healthy", "no"]
     assert lines[2].split() == ["us-1", "us", "us-east-1", "0", "5", "0%", "healthy", "no"]
+    assert [line for line in lines if line != line.rstrip()] == []
     assert lines[-1] == "1 printers assigned, capacity 10"
 
 
@@ -203,6 +204,7 @@ def test_access_for_operator(server_process):
     server.stop()
 
     assert table_output.returncode == 0, table_output.stderr
+    assert [line for line in table_output.stdout.splitlines() if line != line.rstrip()] == []
     fields = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in table_output.stdout.splitlines())
     assert fields["public URL"] == "https://p-printer-0001.eu.fleet.test"
     assert fields["basic auth"] == f"fleet:{password}"
