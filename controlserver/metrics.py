@@ -48,16 +48,22 @@ HEALTH_TRANSITIONS = Counter(
 INVENTORY_RELOADS = Counter(
     "fleet_inventory_reloads_total", "Inventory reloads by result (ok, rejected).", ["result"], registry=REGISTRY,
 )
+PRINTER_ACCESS = Counter(
+    "fleet_printer_access_total", "Printer credentials handed out through /access, by the caller's role.",
+    ["role"], registry=REGISTRY,
+)
 MONITOR_LEADER = Gauge(
     "fleet_monitor_leader", "1 while this process holds the monitor lease.", registry=REGISTRY,
 )
 
 
 class FleetCollector(Collector):
-    """Printers per frontend and share state, and each frontend's health, load and drain state."""
+    """Printers per frontend and share state, each frontend's health, load and drain state, and the
+    heartbeat and share figures that the alert rules in monitoring/alerts.yml use."""
 
     def __init__(self) -> None:
         self.read_counts: Callable | None = None
+        self.read_printer_health: Callable | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self.read_counts is None:
@@ -70,22 +76,50 @@ class FleetCollector(Collector):
             printers.add_metric([frontend or "", share_state or "unknown"], count)
         yield printers
 
-        healthy = GaugeMetricFamily("fleet_frontend_healthy", "1 if the frontend passes its probes.", labels=["frontend"])
-        draining = GaugeMetricFamily("fleet_frontend_draining", "1 if the frontend is draining.", labels=["frontend"])
-        assigned = GaugeMetricFamily("fleet_frontend_assigned", "Printers assigned to the frontend.", labels=["frontend"])
-        capacity = GaugeMetricFamily("fleet_frontend_capacity", "Printers the frontend may carry.", labels=["frontend"])
+        labels = ["frontend", "region"]
+        healthy = GaugeMetricFamily("fleet_frontend_healthy", "1 if the frontend passes its probes.", labels=labels)
+        draining = GaugeMetricFamily("fleet_frontend_draining", "1 if the frontend is draining.", labels=labels)
+        assigned = GaugeMetricFamily("fleet_frontend_assigned", "Printers assigned to the frontend.", labels=labels)
+        capacity = GaugeMetricFamily("fleet_frontend_capacity", "Printers the frontend may carry; 0 once it left "
+                                     "the inventory.", labels=labels)
+        in_inventory = GaugeMetricFamily("fleet_frontend_in_inventory", "1 while the frontend is in the inventory.",
+                                         labels=labels)
         for row in frontends:
-            healthy.add_metric([row.name], 1 if row.healthy else 0)
-            draining.add_metric([row.name], 1 if row.draining else 0)
-            assigned.add_metric([row.name], row.assigned)
-            capacity.add_metric([row.name], row.capacity if row.in_inventory else 0)
-        yield from (healthy, draining, assigned, capacity)
+            values = [row.name, row.region]
+            healthy.add_metric(values, 1 if row.healthy else 0)
+            draining.add_metric(values, 1 if row.draining else 0)
+            assigned.add_metric(values, row.assigned)
+            capacity.add_metric(values, row.capacity if row.in_inventory else 0)
+            in_inventory.add_metric(values, 1 if row.in_inventory else 0)
+        yield from (healthy, draining, assigned, capacity, in_inventory)
 
         pool = GaugeMetricFamily("fleet_zrok_account_pool", "Unclaimed zrok accounts made ahead of demand.",
                                  labels=["frontend"])
         for row in frontends:
             pool.add_metric([row.name], pooled.get(row.name, 0))
         yield pool
+
+        if self.read_printer_health is not None:
+            yield from self._printer_health(frontends)
+
+    def _printer_health(self, frontends) -> Iterator[GaugeMetricFamily]:
+        health = self.read_printer_health()
+        yield GaugeMetricFamily("fleet_heartbeat_overdue_threshold_seconds",
+                                "Seconds without a heartbeat after which a printer counts as overdue.",
+                                value=health.overdue_after_s)
+        overdue = GaugeMetricFamily("fleet_printers_heartbeat_overdue",
+                                    "Printers assigned to the frontend whose heartbeat is overdue.",
+                                    labels=["frontend", "region"])
+        for row in frontends:
+            overdue.add_metric([row.name, row.region], health.overdue.get(row.name, 0))
+        yield overdue
+        failing = GaugeMetricFamily("fleet_printer_share_failing",
+                                    "1 for each printer whose share is failing: the agent reports it not active, "
+                                    "or the last outside probe of its public URL failed. Printers with an overdue "
+                                    "heartbeat are left out.", labels=["printer", "frontend", "region"])
+        for printer_id, frontend, region in health.failing:
+            failing.add_metric([printer_id, frontend, region], 1)
+        yield failing
 
     def describe(self) -> list:
         return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from pathlib import Path
@@ -20,12 +21,13 @@ from controlserver import __version__, metrics
 from controlserver.api.middleware import RequestMiddleware
 from controlserver.api.routes import router
 from controlserver.core.db import Database, GroupCommit, TransactionPerCall
-from controlserver.core.security import hash_token
+from controlserver.core.roles import TokenRegistry
 from controlserver.core.settings import Settings, load_zrok_admin_secrets, secrets_file_too_open
 from controlserver.errors import FleetError, InventoryError, ZrokAccountFailed
 from controlserver.inventory import FrontendConfig, load_inventory
 from controlserver.services.fleet import Fleet
 from controlserver.services.monitor import Monitor
+from controlserver.services.printer_health import read_printer_health
 from controlserver.services.zrok import ZrokAdmin
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,10 @@ log = logging.getLogger(__name__)
 class InventoryState:
     """The inventory in force and the last rejection, if the newest file was rejected."""
 
-    def __init__(self, settings: Settings, fleet: Fleet) -> None:
+    def __init__(self, settings: Settings, fleet: Fleet, tokens: TokenRegistry | None = None) -> None:
         self.settings = settings
         self.fleet = fleet
+        self.tokens = tokens
         self.frontends: dict[str, FrontendConfig] = {}
         self.last_error: str | None = None
 
@@ -76,15 +79,26 @@ class InventoryState:
         for name in self.frontends:
             if name not in secrets:
                 log.warning("frontend has no zrok admin secret and gets no printers", extra={"frontend": name})
+        self.reload_operator_tokens()
+
+    def reload_operator_tokens(self) -> None:
+        if self.tokens is None or self.settings.operator_tokens_file is None:
+            return
+        try:
+            self.tokens.set_operators(self.settings.load_operator_tokens())
+        except ValueError as exc:
+            log.error("operator tokens rejected; the operator tokens in force stay", extra={"error": str(exc)})
+            return
+        log.info("operator tokens loaded", extra={"count": len(self.tokens.operator_names)})
 
 
 def create_app(settings: Settings) -> FastAPI:
-    admin_token = settings.require_admin_token()
+    tokens = TokenRegistry(settings.require_admin_token(), settings.load_operator_tokens())
     db = Database(settings.database_url)
     zrok = ZrokAdmin({}, email_domain=settings.zrok_account_email_domain, ca_file=settings.ca_file,
                      timeout_s=settings.zrok_timeout_s)
     fleet = Fleet(db, settings, zrok)
-    inventory = InventoryState(settings, fleet)
+    inventory = InventoryState(settings, fleet, tokens)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -92,6 +106,8 @@ def create_app(settings: Settings) -> FastAPI:
         if not await anyio.to_thread.run_sync(inventory.reload):
             raise SystemExit(f"inventory {settings.inventory} is invalid: {inventory.last_error}")
         metrics.FLEET.read_counts = fleet.counts
+        metrics.FLEET.read_printer_health = functools.partial(
+            read_printer_health, db, settings.heartbeat_overdue_after_s)
 
         tasks = []
         if settings.watch_inventory:
@@ -128,7 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.fleet = fleet
     app.state.inventory = inventory
-    app.state.admin_token_hash = hash_token(admin_token)
+    app.state.tokens = tokens
     app.state.monitor = Monitor(fleet) if settings.monitor_enabled else None
     # Registrations and heartbeats go through the writer: on SQLite one thread that commits the
     # queued ones together, on PostgreSQL a pool of threads with a transaction each.

@@ -15,12 +15,12 @@ from sqlalchemy import text
 
 from controlserver import metrics
 from controlserver.api import schemas
-from controlserver.core.security import token_matches
-from controlserver.errors import AuthenticationFailed, NotReady
+from controlserver.core.roles import Identity, Permission
+from controlserver.errors import AuthenticationFailed, Forbidden, NotReady
 from controlserver.services.fleet import Fleet
 
 router = APIRouter()
-bearer_scheme = HTTPBearer(auto_error=False, description="admin, enrollment or printer token")
+bearer_scheme = HTTPBearer(auto_error=False, description="admin, operator, enrollment or printer token")
 
 ERRORS = {
     400: {"model": schemas.ErrorBody}, 401: {"model": schemas.ErrorBody}, 403: {"model": schemas.ErrorBody},
@@ -41,9 +41,23 @@ async def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | Non
     return credentials.credentials
 
 
-async def require_admin(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
-    if not token_matches(token, request.app.state.admin_token_hash):
-        raise AuthenticationFailed("the bearer token is not the admin token: use FLEET_ADMIN_TOKEN")
+def require(permission: Permission):
+    """Build a dependency that admits admin and operator tokens whose role has `permission`."""
+
+    async def authorize(request: Request, token: Annotated[str, Depends(bearer_token)]) -> Identity:
+        identity = request.app.state.tokens.identify(token)
+        if identity is None:
+            raise AuthenticationFailed(
+                "the bearer token is not an admin or operator token: use FLEET_ADMIN_TOKEN or your operator token"
+            )
+        if not identity.may(permission):
+            raise Forbidden(
+                f"the {identity.role} token of {identity.name} does not allow {permission}: operators may read "
+                "the fleet and get printer access; drain, undrain, enrollment tokens and deletes need the admin token"
+            )
+        return identity
+
+    return authorize
 
 
 async def _in_transaction(request: Request, function, *args):
@@ -69,7 +83,9 @@ def _json(model, **options) -> Response:
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
 BearerDep = Annotated[str, Depends(bearer_token)]
 PrinterId = Annotated[str, Path(pattern=schemas.PRINTER_ID_PATTERN)]
-admin_only = [Depends(require_admin)]
+readers = [Depends(require(Permission.READ))]
+admin_only = [Depends(require(Permission.MANAGE))]
+AccessIdentity = Annotated[Identity, Depends(require(Permission.ACCESS))]
 
 
 # -- printers ----------------------------------------------------------------------------------
@@ -95,7 +111,7 @@ async def heartbeat(request: Request, printer_id: PrinterId, body: schemas.Heart
 
 
 @router.get("/v1/printers", response_model=schemas.PrinterList, responses=ERRORS, tags=["admin"],
-            dependencies=admin_only)
+            dependencies=readers)
 def list_printers(
     fleet: FleetDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -105,11 +121,18 @@ def list_printers(
     return fleet.list_printers(limit, after, frontend)
 
 
-@router.get("/v1/printers/{printer_id}", response_model=schemas.PrinterAccess, responses=ERRORS,
-            tags=["admin"], dependencies=admin_only)
+@router.get("/v1/printers/{printer_id}", response_model=schemas.PrinterView, responses=ERRORS,
+            tags=["admin"], dependencies=readers)
 def get_printer(printer_id: PrinterId, fleet: FleetDep):
-    """Return a printer with its public URL and the credentials to reach it."""
+    """Return a printer's state and public URL; the credentials come from /access."""
     return fleet.get_printer(printer_id)
+
+
+@router.get("/v1/printers/{printer_id}/access", response_model=schemas.PrinterAccess, responses=ERRORS,
+            tags=["admin"])
+def printer_access(printer_id: PrinterId, fleet: FleetDep, identity: AccessIdentity):
+    """Return the printer's public URL with the share credentials and Moonraker API key; logs who asked."""
+    return fleet.printer_access(printer_id, identity)
 
 
 @router.delete("/v1/printers/{printer_id}", status_code=204, responses=ERRORS, tags=["admin"],
@@ -129,7 +152,7 @@ def create_enrollment_token(fleet: FleetDep, body: schemas.EnrollmentTokenReques
 
 
 @router.get("/v1/frontends", response_model=schemas.FrontendList, responses=ERRORS, tags=["admin"],
-            dependencies=admin_only)
+            dependencies=readers)
 def list_frontends(fleet: FleetDep):
     return fleet.list_frontends()
 

@@ -118,7 +118,10 @@ class PrinterAccess(PrinterView):
     """A printer with what an operator needs to reach it through its public URL."""
 
     share_auth: ShareAuth
-    moonraker_api_key: str | None
+    moonraker_api_key: str | None = Field(
+        description="send as header X-Api-Key; null when the agent reported none (Moonraker then needs no key "
+                    "from trusted clients, or rejects the request)")
+    warnings: list[str] = Field(description="reasons why the public URL may not answer right now")
 
 
 class FrontendView(BaseModel):

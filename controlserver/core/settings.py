@@ -12,6 +12,8 @@ import yaml
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlserver.core import roles
+
 # Values that people paste from examples. A secret equal to one of these (case-insensitive),
 # wrapped in angle brackets, or shorter than MIN_SECRET_LENGTH is rejected at startup.
 PLACEHOLDER_SECRETS = frozenset(
@@ -50,6 +52,9 @@ class Settings(BaseSettings):
     listen: str = "127.0.0.1:8443"
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
+    # Operators: `name:token[,name:token...]`, and/or a YAML file of token hashes (core.roles).
+    operator_tokens: SecretStr | None = None
+    operator_tokens_file: Path | None = None
     secrets_file: Path = Path("/etc/printer-fleet/secrets.yml")
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -59,6 +64,9 @@ class Settings(BaseSettings):
 
     watch_inventory: bool = Field(default=True, description="reload when the inventory files change")
     heartbeat_interval_s: int = Field(default=30, ge=1, le=3600)
+    heartbeat_overdue_s: float | None = Field(
+        default=None, gt=0, description="a printer without a heartbeat for this long counts as overdue in "
+                                        "/metrics; default 3 heartbeat intervals")
     max_body_bytes: int = Field(default=65536, ge=1024)
 
     # Assignment: a frontend's score is its estimated round-trip time in ms plus
@@ -121,6 +129,20 @@ class Settings(BaseSettings):
     @property
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def heartbeat_overdue_after_s(self) -> float:
+        return self.heartbeat_overdue_s or 3.0 * self.heartbeat_interval_s
+
+    def load_operator_tokens(self) -> dict[str, str]:
+        """Return operator name -> token hash from FLEET_OPERATOR_TOKENS and the operator tokens file."""
+        from_env = {}
+        if self.operator_tokens is not None:
+            from_env = roles.parse_operator_tokens(self.operator_tokens.get_secret_value(), check_secret)
+        from_file = {}
+        if self.operator_tokens_file is not None:
+            from_file = roles.load_operator_tokens_file(self.operator_tokens_file)
+        return roles.merge_operator_tokens(from_env, from_file)
 
     def require_admin_token(self) -> str:
         if self.admin_token is None:

@@ -26,6 +26,7 @@ from controlserver.core.security import (
     new_password,
     new_token,
 )
+from controlserver.core.roles import Identity
 from controlserver.core.settings import Settings
 from controlserver.errors import (
     AuthenticationFailed,
@@ -37,6 +38,7 @@ from controlserver.errors import (
 )
 from controlserver.inventory import FrontendConfig
 from controlserver.models import EnrollmentToken, Frontend, PooledZrokAccount, Printer, ZrokAccount, utcnow
+from controlserver.services.access import access_warnings
 from controlserver.services.assignment import FrontendState, Placement, rank
 from controlserver.services.zrok import ZrokAdmin
 
@@ -703,19 +705,33 @@ class Fleet:
             next_after=page[-1][0].id if len(rows) > limit else None,
         )
 
-    def get_printer(self, printer_id: str) -> schemas.PrinterAccess:
+    def get_printer(self, printer_id: str) -> schemas.PrinterView:
+        printer, frontend = self._printer_with_frontend(printer_id)
+        return _printer_view(printer, frontend.share_domain if frontend else None)
+
+    def printer_access(self, printer_id: str, identity: Identity) -> schemas.PrinterAccess:
+        """Return the printer's public URL and credentials, and log who asked (never the credentials)."""
+        printer, frontend = self._printer_with_frontend(printer_id)
+        view = _printer_view(printer, frontend.share_domain if frontend else None)
+        access = schemas.PrinterAccess(
+            **view.model_dump(),
+            share_auth=schemas.ShareAuth(mode="basic", username=self.settings.share_auth_username,
+                                         password=printer.share_password),
+            moonraker_api_key=printer.moonraker_api_key,
+            warnings=access_warnings(printer, frontend, self.settings.heartbeat_overdue_after_s),
+        )
+        metrics.PRINTER_ACCESS.labels(role=identity.role).inc()
+        log.info("printer access granted", extra={"printer": printer_id, "frontend": printer.frontend,
+                                                  "operator": identity.name, "role": str(identity.role)})
+        return access
+
+    def _printer_with_frontend(self, printer_id: str) -> tuple[Printer, Frontend | None]:
         with self.db.read() as session:
             printer = session.get(Printer, printer_id)
             if printer is None:
                 raise NotFound(f"printer {printer_id} is not registered: check the id with GET /v1/printers")
             frontend = session.get(Frontend, printer.frontend) if printer.frontend else None
-        view = _printer_view(printer, frontend.share_domain if frontend else None)
-        return schemas.PrinterAccess(
-            **view.model_dump(),
-            share_auth=schemas.ShareAuth(mode="basic", username=self.settings.share_auth_username,
-                                         password=printer.share_password),
-            moonraker_api_key=printer.moonraker_api_key,
-        )
+        return printer, frontend
 
     def delete_printer(self, printer_id: str) -> None:
         self.invalidate_frontend_states()

@@ -316,10 +316,12 @@ def test_get_printer_gives_access(api):
     registered = api.register(api.enrollment_token(), "printer-0001", moonraker_api_key="k" * 32, **NEAR_EU).json()
 
     printer = api.printer("printer-0001")
+    access = api.client.get("/v1/printers/printer-0001/access", headers=api.admin).json()
 
     assert printer["frontend"] == "eu-1"
-    assert printer["share_auth"] == registered["assignment"]["share_auth"]
-    assert printer["moonraker_api_key"] == "k" * 32
+    assert "share_auth" not in printer
+    assert access["share_auth"] == registered["assignment"]["share_auth"]
+    assert access["moonraker_api_key"] == "k" * 32
 
 
 def test_unknown_printer_not_found(api):
@@ -399,8 +401,8 @@ def test_metrics_report_fleet(api):
     text = api.client.get("/metrics").text
 
     assert 'fleet_printers{frontend="eu-1",share_state="active"} 1.0' in text
-    assert 'fleet_frontend_healthy{frontend="eu-1"} 1.0' in text
-    assert 'fleet_frontend_capacity{frontend="us-1"} 5.0' in text
+    assert 'fleet_frontend_healthy{frontend="eu-1",region="eu"} 1.0' in text
+    assert 'fleet_frontend_capacity{frontend="us-1",region="us"} 5.0' in text
     assert 'fleet_assignments_total{frontend="eu-1",reason="new"}' in text
     assert 'fleet_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/v1/printers/register"' in text
 

@@ -148,7 +148,7 @@ def test_cli_operator_commands(server_process):
 
     token = run_cli(server, "enrollment-token", "--max-uses", "1")
     registered = server.client().register(token.stdout.strip(), "printer-0001", **NEAR_EU)
-    drained = run_cli(server, "drain", "eu-1")
+    drained = run_cli(server, "drain", "eu-1", "--no-wait")
     status = run_cli(server, "status")
     undrained = run_cli(server, "undrain", "eu-1")
     unknown = run_cli(server, "drain", "nowhere-1")

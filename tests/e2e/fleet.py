@@ -14,7 +14,7 @@ def printer_access(lab, printer_id: str) -> dict:
     """Return the control server's access record of a printer (public URL, share auth, API key)."""
     client = lab.control_server()
     try:
-        return client.printer(printer_id)
+        return client.printer_access(printer_id)
     finally:
         client.close()
 

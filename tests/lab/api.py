@@ -51,8 +51,9 @@ class ControlServerClient:
             if not after:
                 return printers
 
-    def printer(self, printer_id: str) -> dict:
-        return self.get_json(f"/v1/printers/{printer_id}")
+    def printer_access(self, printer_id: str) -> dict:
+        """Return the printer with its public URL, share credentials and Moonraker API key."""
+        return self.get_json(f"/v1/printers/{printer_id}/access")
 
     def frontends(self) -> list[dict]:
         return self.get_json("/v1/frontends")["frontends"]
