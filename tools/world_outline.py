@@ -46,6 +46,43 @@ def ring_points(ring: list[int], arcs: list[list[tuple[float, float]]]) -> list[
     return points
 
 
+def cut_at_antimeridian(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """Split a ring where it crosses longitude 180, so that no edge runs across the whole map.
+
+    TopoJSON rings live on the sphere, so Fiji or Chukotka step from 179.9 to -179.9. Each piece
+    returned starts and ends on the map's edge, so closing it runs along the edge. A ring that
+    crosses once goes around a pole (Antarctica) and is closed through that pole's corners.
+    """
+    crossings = [i for i in range(len(points)) if abs(points[i][0] - points[i - 1][0]) > 180]
+    if not crossings:
+        return [points]
+
+    pieces: list[list[tuple[float, float]]] = []
+    start = crossings[0]
+    rotated = points[start:] + points[:start]
+    piece: list[tuple[float, float]] = []
+    previous = rotated[-1]
+    for point in rotated:
+        if abs(point[0] - previous[0]) > 180:
+            # Where the edge from `previous` to `point` meets the antimeridian, by its latitude.
+            edge = 180.0 if previous[0] > 0 else -180.0
+            span = (edge - previous[0]) + (point[0] + edge)
+            latitude = previous[1] + (point[1] - previous[1]) * (edge - previous[0]) / span if span else point[1]
+            if piece:
+                piece.append((edge, latitude))
+                pieces.append(piece)
+            piece = [(-edge, latitude)]
+        piece.append(point)
+        previous = point
+    if len(crossings) % 2 == 1:
+        # Around a pole: the last piece runs from one edge to the other; close it through the pole.
+        last_edge, pole = piece[0][0], (-90.0 if piece[0][1] < 0 else 90.0)
+        first_latitude = pieces[0][0][1] if pieces else piece[0][1]
+        piece += [(-last_edge, first_latitude), (-last_edge, pole), (last_edge, pole)]
+    pieces.append(piece)
+    return pieces
+
+
 def ring_path(points: list[tuple[float, float]]) -> str:
     """Write one ring as an SVG subpath with relative moves in tenths of a degree."""
     rounded = []
@@ -75,10 +112,11 @@ def main(source: Path, target: Path) -> None:
         polygons = geometry["arcs"] if geometry["type"] == "MultiPolygon" else [geometry["arcs"]]
         for polygon in polygons:
             for ring in polygon:
-                subpath = ring_path(ring_points(ring, arcs))
-                if subpath:
-                    subpaths.append(subpath)
-    body = f'<path id="land" fill-rule="evenodd" d="{"".join(subpaths)}"/>\n</svg>\n'
+                for piece in cut_at_antimeridian(ring_points(ring, arcs)):
+                    subpath = ring_path(piece)
+                    if subpath:
+                        subpaths.append(subpath)
+    body = f'<path id="land" fill="#cfd6dd" fill-rule="evenodd" d="{"".join(subpaths)}"/>\n</svg>\n'
     target.write_text(HEADER + body)
 
 

@@ -184,7 +184,7 @@
 
     const printers = overview.printer_clusters.map((cluster) => {
       const dot = svgElement("circle", {cx: cluster.longitude, cy: -cluster.latitude,
-                                        r: radius(cluster.count, 0.8, 4).toFixed(2), class: "printer-cluster"});
+                                        r: radius(cluster.count, 1.2, 5).toFixed(2), class: "printer-cluster"});
       const title = svgElement("title");
       title.textContent = `${cluster.count} printers near ${cluster.latitude}°, ${cluster.longitude}°`;
       dot.append(title);
@@ -192,20 +192,27 @@
     });
     document.getElementById("map-printers").replaceChildren(...printers);
 
-    const markers = frontends.map((frontend) => {
-      const group = svgElement("g", {class: `frontend-marker ${frontend.state}`, "data-frontend": frontend.name});
+    // Frontend circles, then the printers over them, then the names over both.
+    const markers = [];
+    const labels = [];
+    for (const frontend of frontends) {
       const x = frontend.longitude;
       const y = -frontend.latitude;
-      group.append(svgElement("circle", {cx: x, cy: y, r: radius(frontend.assigned, 1.5, 6).toFixed(2)}));
-      const label = svgElement("text", {x: x + 2.5, y: y - 2.5});
-      label.textContent = `${frontend.name} · ${frontend.assigned}`;
+      const size = radius(frontend.assigned, 2.5, 8);
+      const marker = svgElement("circle", {cx: x, cy: y, r: size.toFixed(2), class: `frontend-marker ${frontend.state}`,
+                                           "data-frontend": frontend.name});
       const title = svgElement("title");
       title.textContent = `${frontend.name} (${frontend.location}): ${frontend.assigned} of ${frontend.capacity} ` +
         `printers, ${STATE_LABELS[frontend.state] || frontend.state}`;
-      group.append(label, title);
-      return group;
-    });
+      marker.append(title);
+      markers.push(marker);
+      const label = svgElement("text", {x: (x + size + 1).toFixed(2), y: (y + 2).toFixed(2), class: "frontend-label",
+                                        "data-frontend": frontend.name});
+      label.textContent = `${frontend.name} · ${frontend.assigned}`;
+      labels.push(label);
+    }
     document.getElementById("map-frontends").replaceChildren(...markers);
+    document.getElementById("map-labels").replaceChildren(...labels);
   }
 
   // -- events ----------------------------------------------------------------------------------
