@@ -18,6 +18,9 @@ from controlserver.core.security import token_matches
 from controlserver.errors import AuthenticationFailed
 
 SESSION_COOKIE = "fleet_dashboard"
+# NOTE: sessions live only in the signed cookie, so logout deletes it from the browser, but a copy
+# taken before stays valid until it expires; changing the admin token or the session secret ends
+# every session at once.
 SESSION_MAX_AGE_S = 8 * 3600
 
 
