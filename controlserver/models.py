@@ -158,7 +158,7 @@ class FleetEvent(Base):
     """A change of an assignment or of a frontend's state, shown in the dashboard's event list.
 
     `kind` is one of controlserver.services.events.EVENT_KINDS. A move names the printer, the
-    frontend it left (`from_frontend`) and the one it went to (`frontend`); a frontend event names
+    frontend it left (`from_frontend`) and the one it went to (`frontend`). A frontend event names
     the frontend and how many printers it had (`count`).
     """
 

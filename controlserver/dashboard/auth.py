@@ -1,7 +1,7 @@
 """Dashboard login: a signed session cookie after the admin token was entered, or the token itself.
 
 The cookie is Starlette's SessionMiddleware cookie (itsdangerous-signed JSON, HttpOnly,
-SameSite=Strict, Secure when the server serves TLS). It holds no secret: a fingerprint of the
+SameSite=Strict, Secure when the server serves TLS). It contains no secret: a fingerprint of the
 admin token's hash, so that changing the admin token logs every session out, and a CSRF token
 for the logout form.
 """
@@ -19,7 +19,7 @@ from controlserver.errors import AuthenticationFailed
 
 SESSION_COOKIE = "fleet_dashboard"
 # NOTE: sessions live only in the signed cookie, so logout deletes it from the browser, but a copy
-# taken before stays valid until it expires; changing the admin token or the session secret ends
+# taken before stays valid until it expires. Changing the admin token or the session secret ends
 # every session at once.
 SESSION_MAX_AGE_S = 8 * 3600
 

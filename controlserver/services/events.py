@@ -1,7 +1,7 @@
 """The fleet event list: printer moves and frontend state changes, newest last.
 
 Events are rows of `fleet_events`, written in the same transaction as the change they describe,
-so every replica's dashboard sees every replica's changes, and a rolled-back change leaves no
+so every replica's dashboard shows every replica's changes, and a rolled-back change leaves no
 event. The monitor prunes the list to the newest MAX_EVENTS rows.
 """
 

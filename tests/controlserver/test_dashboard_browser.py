@@ -66,8 +66,8 @@ def fleet_server(server_process) -> ServerProcess:
     return server
 
 
-def wait_for(driver, condition, what: str):
-    """Wait until `condition(driver)` returns a true value and return it; fail naming `what`."""
+def wait_for(driver, condition, description: str):
+    """Wait until `condition(driver)` returns a true value and return it; fail naming `description`."""
     def checked(current):
         try:
             return condition(current)
@@ -75,7 +75,7 @@ def wait_for(driver, condition, what: str):
             # The page redrew the element between finding and reading it; look again.
             return False
 
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(checked, message=f"waiting for {what}")
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(checked, message=f"waiting for {description}")
 
 
 def log_in(driver, server: ServerProcess, token: str = ADMIN_TOKEN) -> None:

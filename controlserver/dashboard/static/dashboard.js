@@ -179,8 +179,8 @@
   // Equirectangular projection: x is the longitude and y the negated latitude, in degrees.
   function renderMap(overview) {
     const frontends = overview.regions.flatMap((region) => region.frontends);
-    const most = Math.max(1, ...frontends.map((f) => f.assigned), ...overview.printer_clusters.map((c) => c.count));
-    const radius = (count, smallest, largest) => smallest + (largest - smallest) * Math.sqrt(count / most);
+    const largestCount = Math.max(1, ...frontends.map((f) => f.assigned), ...overview.printer_clusters.map((c) => c.count));
+    const radius = (count, smallest, largest) => smallest + (largest - smallest) * Math.sqrt(count / largestCount);
 
     const printers = overview.printer_clusters.map((cluster) => {
       const dot = svgElement("circle", {cx: cluster.longitude, cy: -cluster.latitude,
@@ -342,7 +342,7 @@
 
   // -- refresh loop ----------------------------------------------------------------------------
 
-  // The next refresh is scheduled when this one ends, so slow answers never pile up.
+  // The next refresh is scheduled when this one ends, so slow responses never pile up.
   async function refresh() {
     try {
       const [overview, events] = await Promise.all([getJson(config.overviewUrl), getJson(config.eventsUrl)]);
