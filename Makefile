@@ -37,7 +37,8 @@ $(INSTALLED): requirements.txt requirements-nodeps.txt | system-packages
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
-unit: setup
+# system-packages: the browser tests of the dashboard need chromium and chromium-driver.
+unit: setup system-packages
 	$(PY) -m pytest -m "not lab" tests
 
 # Unit tests and the lab tests in one session: the lab fixture boots the lab once and removes it
