@@ -115,6 +115,17 @@ def test_static_assets_carry_no_fleet_data(api):
         assert "eu-00" not in response.text
 
 
+def test_page_loads_nothing_from_other_hosts(api):
+    login(api.client)
+    texts = [api.client.get("/dashboard/").text, api.client.get("/dashboard/login").text]
+    texts += [api.client.get(f"/dashboard/static/{asset}").text
+              for asset in ("dashboard.js", "dashboard.css", "world.svg")]
+
+    for text in texts:
+        urls = set(re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"')]*", text))
+        assert urls <= {"http://www.w3.org/2000/svg"}
+
+
 @pytest.mark.parametrize("token,status,message", [
     ("not-the-admin-token-0000000000", 401, "That is not the admin token"),
     ("", 400, "Enter the admin token"),

@@ -175,6 +175,9 @@ def test_frontend_bars_match_api(fleet_server, page):
     assert len(page.find_elements(By.CSS_SELECTOR, "#map .printer-cluster")) == 2
     totals = page.find_element(By.ID, "totals").text
     assert totals.startswith("5 printers, 5 assigned of capacity 10 on 2 frontends")
+    resources = page.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
+    assert f"{fleet_server.url}/dashboard/static/world.svg" in resources
+    assert [url for url in resources if not url.startswith(f"{fleet_server.url}/dashboard/")] == []
     screenshot(page, "dashboard.png")
 
 
