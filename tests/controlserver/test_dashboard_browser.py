@@ -50,12 +50,11 @@ def page(browser) -> Iterator[webdriver.Chrome]:
     browser.delete_all_cookies()
 
 
-@pytest.fixture
-def fleet_server(server_process) -> ServerProcess:
-    """A server with the monitor on and fast moves, and printers: three near eu-1, two near us-1."""
+def start_fleet(server_process, **env: str) -> ServerProcess:
+    """Start a server with the monitor on and fast moves, and printers: three near eu-1, two near us-1."""
     server = server_process(env={
         "FLEET_MOVE_INTERVAL_S": "0.5", "FLEET_MOVE_BATCH_SIZE": "2", "FLEET_FRONTEND_PROBE_INTERVAL_S": "30",
-        "FLEET_PRINTER_PROBE_INTERVAL_S": "600",
+        "FLEET_PRINTER_PROBE_INTERVAL_S": "600", **env,
     })
     api = server.client()
     token = api.enrollment_token()
@@ -64,6 +63,11 @@ def fleet_server(server_process) -> ServerProcess:
     for number in range(2):
         assert api.register(token, f"us-{number:02d}", **NEAR_US).status_code == 200
     return server
+
+
+@pytest.fixture
+def fleet_server(server_process) -> ServerProcess:
+    return start_fleet(server_process)
 
 
 def wait_for(driver, condition, description: str):
@@ -204,6 +208,32 @@ def test_drain_shows_without_reload(fleet_server, page):
         "class") == "frontend-marker draining"
     assert page.execute_script("return window.loadedOnce === true;")
     screenshot(page, "dashboard-drain.png")
+
+
+def test_failover_shows_without_reload(server_process, fleet_files, page):
+    server = start_fleet(server_process, FLEET_FRONTEND_PROBE_INTERVAL_S="0.5", FLEET_UNHEALTHY_AFTER="2",
+                         FLEET_HEALTHY_AFTER="2", FLEET_LEASE_TTL_S="3")
+    log_in(page, server)
+    wait_for(page, lambda d: bar_text(d, "eu-1") == "3 / 5", "eu-1 with 3 printers")
+    page.execute_script("window.loadedOnce = true;")
+
+    fleet_files["zrok"]["eu-1"].healthy = False
+
+    wait_for(page, lambda d: badge(d, "eu-1") == "unhealthy", "the unhealthy badge of eu-1")
+    wait_for(page, lambda d: bar_text(d, "us-1") == "5 / 5", "the printers moved to us-1")
+    wait_for(page, lambda d: len([t for t in event_texts(d) if "(unhealthy)" in t]) == 3, "three moves")
+    failover = [t for t in event_texts(page) if t.startswith("failover:")]
+    assert len(failover) == 1
+    assert failover[0].startswith("failover: eu-1 is unhealthy, 3 printers to move (GET ")
+    assert "HTTP 502" in failover[0]
+    assert "HTTP 502" in frontend_row(page, "eu-1").find_element(By.CLASS_NAME, "probe-error").text
+
+    fleet_files["zrok"]["eu-1"].healthy = True
+
+    wait_for(page, lambda d: badge(d, "eu-1") == "healthy", "eu-1 healthy again")
+    assert "eu-1 is healthy again and takes printers" in event_texts(page)
+    assert bar_text(page, "eu-1") == "0 / 5"
+    assert page.execute_script("return window.loadedOnce === true;")
 
 
 def test_printer_filters(fleet_server, page):
