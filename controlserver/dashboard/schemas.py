@@ -30,7 +30,7 @@ class Region(BaseModel):
 
 
 class PrinterCluster(BaseModel):
-    """Printers whose reported coordinates round to the same whole degrees."""
+    """Printers whose reported coordinates fall into one map cell, at their mean position."""
 
     latitude: float
     longitude: float

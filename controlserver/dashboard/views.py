@@ -17,6 +17,10 @@ UNREPORTED = "unreported"
 SHARE_STATES = [*get_args(HeartbeatRequest.model_fields["share_state"].annotation), UNREPORTED]
 # Klippy states are free text from the agents; the filter offers at most this many distinct ones.
 MAX_KLIPPY_STATES = 50
+# The map counts printers per cell of this many degrees of latitude and longitude and draws each
+# cell at its printers' mean position. Cells about as wide as the circles drawn keep the overview
+# small (at most 36 x 72 cells) even for a fleet spread worldwide.
+CLUSTER_DEGREES = 5
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,12 @@ def overview(fleet: Fleet) -> schemas.Overview:
     with fleet.db.read() as session:
         places = {row.name: row for row in session.execute(
             select(Frontend.name, Frontend.latitude, Frontend.longitude, Frontend.state_changed_at))}
+        cell_latitude = func.round(Printer.latitude / CLUSTER_DEGREES)
+        cell_longitude = func.round(Printer.longitude / CLUSTER_DEGREES)
         clusters = session.execute(
-            select(func.round(Printer.latitude), func.round(Printer.longitude), func.count())
+            select(func.avg(Printer.latitude), func.avg(Printer.longitude), func.count())
             .where(Printer.latitude.is_not(None), Printer.longitude.is_not(None))
-            .group_by(func.round(Printer.latitude), func.round(Printer.longitude))
+            .group_by(cell_latitude, cell_longitude)
         ).all()
         printers = session.scalar(select(func.count()).select_from(Printer))
         unassigned = session.scalar(select(func.count()).select_from(Printer).where(Printer.frontend.is_(None)))
@@ -67,7 +73,7 @@ def overview(fleet: Fleet) -> schemas.Overview:
             unassigned=unassigned,
         ),
         regions=_regions(panels),
-        printer_clusters=[schemas.PrinterCluster(latitude=lat, longitude=lon, count=count)
+        printer_clusters=[schemas.PrinterCluster(latitude=round(lat, 2), longitude=round(lon, 2), count=count)
                           for lat, lon, count in clusters],
         filters=schemas.FilterOptions(
             regions=sorted({p.region for p in panels}),

@@ -296,7 +296,7 @@ def test_overview_matches_frontends_api(api):
     assert (panels["eu-1"]["latitude"], panels["eu-1"]["longitude"]) == (50.5, 12.4)
     assert overview["totals"] == {"frontends": 2, "capacity": 10, "assigned": 5, "printers": 5, "unassigned": 0}
     assert {(c["latitude"], c["longitude"]): c["count"] for c in overview["printer_clusters"]} == {
-        (50.0, 9.0): 3, (41.0, -74.0): 2}
+        (50.1, 8.7): 3, (40.7, -74.0): 2}
     assert overview["filters"]["frontends"] == ["eu-1", "us-1"]
     assert overview["filters"]["regions"] == ["eu", "us"]
     assert "unreported" in overview["filters"]["share_states"]

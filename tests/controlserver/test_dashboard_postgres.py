@@ -48,7 +48,7 @@ def test_replicas_share_events_and_sessions(fleet_files, postgres_url):  # noqa:
         assert (panels["eu-1"]["assigned"], panels["us-1"]["assigned"]) == (0, 3)
         assert [e["kind"] for e in events][:3] == ["move", "move", "drain"]
         assert {(c["latitude"], c["longitude"]): c["count"] for c in overview["printer_clusters"]} == {
-            (50.0, 9.0): 2, (41.0, -74.0): 1}
+            (50.1, 8.7): 2, (40.7, -74.0): 1}
         printers = second.get("/dashboard/api/printers", params={"region": "us"}).json()
         assert printers["total"] == 3
     finally:
