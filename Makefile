@@ -13,9 +13,10 @@ INSTALLED := $(VENV)/.installed
 # carries Ansible and testinfra to the hosts, python3-venv makes $(VENV). Moonraker's libsodium is
 # baked into the lab image, not installed here. prometheus provides promtool, which checks and
 # unit-tests monitoring/alerts.yml (Debian packages promtool only with the server, whose service
-# the package enables).
+# the package enables). chromium and chromium-driver run the dashboard's browser tests (headless,
+# through selenium and /usr/bin/chromedriver).
 APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client python3-venv \
-	rsync curl ca-certificates openssl prometheus
+	rsync curl ca-certificates openssl prometheus chromium chromium-driver
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -38,7 +39,8 @@ $(INSTALLED): requirements.txt requirements-nodeps.txt | system-packages
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
-unit: setup
+# system-packages: the browser tests of the dashboard need chromium and chromium-driver.
+unit: setup system-packages
 	$(PY) -m pytest -m "not lab" tests
 
 # Unit tests and the lab tests in one session: the lab fixture boots the lab once and removes it

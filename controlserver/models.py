@@ -59,6 +59,9 @@ class Frontend(Base):
     last_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_probe_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     health_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When health, drain or inventory membership last changed; None for changes made before the
+    # column existed (migration 0003).
+    state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Printer(Base):
@@ -149,3 +152,24 @@ class PooledZrokAccount(Base):
     email: Mapped[str] = mapped_column(String(255))
     account_token: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FleetEvent(Base):
+    """A change of an assignment or of a frontend's state, shown in the dashboard's event list.
+
+    `kind` is one of controlserver.services.events.EVENT_KINDS. A move names the printer, the
+    frontend it left (`from_frontend`) and the one it went to (`frontend`). A frontend event names
+    the frontend and how many printers it had (`count`).
+    """
+
+    __tablename__ = "fleet_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(16))
+    frontend: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    from_frontend: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    printer_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str | None] = mapped_column(String(300), nullable=True)

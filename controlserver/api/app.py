@@ -23,6 +23,7 @@ from controlserver.api.routes import router
 from controlserver.core.db import Database, GroupCommit, TransactionPerCall
 from controlserver.core.roles import TokenRegistry
 from controlserver.core.settings import Settings, load_zrok_admin_secrets, secrets_file_too_open
+from controlserver.dashboard import DASHBOARD_PATH, create_dashboard
 from controlserver.errors import FleetError, InventoryError, ZrokAccountFailed
 from controlserver.inventory import FrontendConfig, load_inventory
 from controlserver.services.fleet import Fleet
@@ -151,6 +152,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.writer = GroupCommit(db) if db.is_sqlite else TransactionPerCall(db)
     app.include_router(router)
     _install_error_handlers(app)
+    dashboard = create_dashboard(settings, fleet, app.state.admin_token_hash)
+    _install_error_handlers(dashboard)
+    app.mount(DASHBOARD_PATH, dashboard)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -95,12 +95,23 @@ class Settings(BaseSettings):
     zrok_account_pool_refill_interval_s: float = Field(default=10.0, gt=0)
     share_auth_username: str = "fleet"
 
+    # Dashboard: the key that signs its session cookies. Unset, each start generates one, which
+    # logs everyone out at a restart and cannot work behind a load balancer over several replicas.
+    session_secret: SecretStr | None = None
+
     @field_validator("admin_token")
     @classmethod
     def _admin_token_not_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
         return SecretStr(check_secret(value.get_secret_value(), "FLEET_ADMIN_TOKEN"))
+
+    @field_validator("session_secret")
+    @classmethod
+    def _session_secret_not_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        return SecretStr(check_secret(value.get_secret_value(), "FLEET_SESSION_SECRET"))
 
     @field_validator("listen")
     @classmethod

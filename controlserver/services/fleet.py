@@ -38,6 +38,7 @@ from controlserver.errors import (
 )
 from controlserver.inventory import FrontendConfig
 from controlserver.models import EnrollmentToken, Frontend, PooledZrokAccount, Printer, ZrokAccount, utcnow
+from controlserver.services import events
 from controlserver.services.access import access_warnings
 from controlserver.services.assignment import FrontendState, Placement, rank
 from controlserver.services.zrok import ZrokAdmin
@@ -138,14 +139,19 @@ class Fleet:
         self.invalidate_frontend_states()
         with self.db.write_session() as session:
             existing = {f.name: f for f in session.scalars(select(Frontend))}
+            # Recorded after the loop: an INSERT would flush the new rows before they are filled in.
+            changes: list[tuple[str, str, int]] = []
             for name, config in configs.items():
                 row = existing.get(name)
                 if row is None:
                     row = Frontend(name=name, assigned=0, healthy=True, draining=False, in_inventory=True,
-                                   consecutive_failures=0, consecutive_successes=0)
+                                   consecutive_failures=0, consecutive_successes=0, state_changed_at=utcnow())
                     session.add(row)
+                    changes.append((events.ADDED, name, 0))
                     log.info("frontend added", extra={"frontend": name, "region": config.region})
                 elif not row.in_inventory:
+                    row.state_changed_at = utcnow()
+                    changes.append((events.RETURNED, name, row.assigned))
                     log.info("frontend back in inventory", extra={"frontend": name})
                 row.region = config.region
                 row.location = config.location
@@ -159,10 +165,14 @@ class Fleet:
             for name, row in existing.items():
                 if name not in configs and row.in_inventory:
                     row.in_inventory = False
+                    row.state_changed_at = utcnow()
+                    changes.append((events.REMOVED, name, row.assigned))
                     log.warning(
                         "frontend removed from inventory; its printers will be moved",
                         extra={"frontend": name, "count": row.assigned},
                     )
+            for kind, name, count in changes:
+                events.record_frontend(session, kind, name, count=count)
 
     # -- enrollment tokens -----------------------------------------------------------------
 
@@ -420,6 +430,7 @@ class Fleet:
             )
         )
         if previous is not None:
+            events.record_move(connection, printer_id, previous, chosen, reason, now)
             metrics.MOVES.labels(from_frontend=previous, reason=reason).inc()
             log.info("printer moved", extra={"printer": printer_id, "from_frontend": previous,
                                              "to_frontend": chosen, "reason": reason})
@@ -759,7 +770,11 @@ class Fleet:
             row = session.get(Frontend, name)
             if row is None:
                 raise NotFound(f"frontend {name} is not in the inventory: check the name with GET /v1/frontends")
-            row.draining = draining
+            if row.draining != draining:
+                row.draining = draining
+                row.state_changed_at = utcnow()
+                events.record_frontend(session, events.DRAIN if draining else events.UNDRAIN, name,
+                                       count=row.assigned)
         log.info("frontend drained" if draining else "frontend undrained",
                  extra={"frontend": name, "count": row.assigned})
         return self._frontend_view(row)

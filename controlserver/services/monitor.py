@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from controlserver import metrics
 from controlserver.core.tls import client_ssl_context
 from controlserver.models import Frontend, Lease, Printer, utcnow
+from controlserver.services import events
 from controlserver.services.fleet import Fleet, share_name_for
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class Monitor:
                     if not row.healthy and row.consecutive_successes >= settings.healthy_after:
                         row.healthy = True
                         row.health_changed_at = now
+                        row.state_changed_at = now
+                        events.record_frontend(session, events.HEALTHY, name, count=row.assigned, now=now)
                         metrics.HEALTH_TRANSITIONS.labels(frontend=name, to="healthy").inc()
                         log.info("frontend healthy again; it takes new printers, assigned ones stay put",
                                  extra={"frontend": name, "successes": row.consecutive_successes})
@@ -162,6 +165,9 @@ class Monitor:
                     if row.healthy and row.consecutive_failures >= settings.unhealthy_after:
                         row.healthy = False
                         row.health_changed_at = now
+                        row.state_changed_at = now
+                        events.record_frontend(session, events.UNHEALTHY, name, count=row.assigned,
+                                               detail=error, now=now)
                         metrics.HEALTH_TRANSITIONS.labels(frontend=name, to="unhealthy").inc()
                         log.warning("frontend unhealthy; its printers will be moved in batches",
                                     extra={"frontend": name, "failures": row.consecutive_failures,
@@ -169,6 +175,8 @@ class Monitor:
                     elif row.healthy:
                         log.info("frontend probe failed", extra={"frontend": name, "error": error,
                                                                  "failures": row.consecutive_failures})
+            # Once per probe round, so the event list stays bounded without a job of its own.
+            events.prune(session)
 
     # -- moves -----------------------------------------------------------------------------
 
