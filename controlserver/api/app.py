@@ -152,7 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.writer = GroupCommit(db) if db.is_sqlite else TransactionPerCall(db)
     app.include_router(router)
     _install_error_handlers(app)
-    dashboard = create_dashboard(settings, fleet, app.state.admin_token_hash)
+    dashboard = create_dashboard(settings, fleet, tokens.admin_hash)
     _install_error_handlers(dashboard)
     app.mount(DASHBOARD_PATH, dashboard)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)

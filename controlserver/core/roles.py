@@ -72,6 +72,11 @@ class TokenRegistry:
         self._operators = dict(operators)
 
     @property
+    def admin_hash(self) -> str:
+        """SHA-256 hex hash of the admin token."""
+        return self._admin_hash
+
+    @property
     def operator_names(self) -> list[str]:
         return sorted(self._operators)
 
