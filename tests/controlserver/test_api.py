@@ -1,12 +1,13 @@
-"""The REST API in-process against a real SQLite file and fake zrok controllers on loopback."""
+"""The REST API in-process against real SQLite and PostgreSQL databases and fake zrok
+controllers on loopback."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from tests.controlserver.conftest import NEAR_EU, NEAR_US
+from tests.controlserver.conftest import NEAR_EU, NEAR_US, run_sql
+
+DATABASE_ENGINES = ("sqlite", "postgresql")
 
 ASSIGNMENT_FIELDS = {"frontend", "region", "api_endpoint", "share_name", "public_url", "account_token", "share_auth"}
 
@@ -20,8 +21,7 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 def printer_rows(files) -> list[tuple]:
-    with sqlite3.connect(files["database"]) as connection:
-        return connection.execute("SELECT id, frontend, hardware_id FROM printers ORDER BY id").fetchall()
+    return run_sql(files["database_url"], "SELECT id, frontend, hardware_id FROM printers ORDER BY id")
 
 
 # -- enrollment tokens ---------------------------------------------------------------------------
@@ -141,8 +141,7 @@ def test_register_bad_token_unauthorized(api, fleet_files, authorization):
 
 def test_expired_enrollment_token_rejected(api, fleet_files):
     token = api.enrollment_token(expires_in_s=60)
-    with sqlite3.connect(fleet_files["database"]) as connection:
-        connection.execute("UPDATE enrollment_tokens SET expires_at = '2020-01-01 00:00:00.000000'")
+    run_sql(fleet_files["database_url"], "UPDATE enrollment_tokens SET expires_at = '2020-01-01 00:00:00.000000'")
 
     assert "expired" in assert_error(api.register(token, "printer-0001"), 401, "unauthorized")["message"]
     assert printer_rows(fleet_files) == []
