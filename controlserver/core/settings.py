@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     printer_probe_concurrency: int = Field(default=20, ge=1)
     lease_ttl_s: float = Field(default=30.0, gt=0)
 
-    # zrok accounts: one per printer and frontend, e-mail <printer_id>@<domain>.
+    # zrok accounts: one per printer and frontend, e-mail <printer_id>-<random>@<domain>.
     zrok_account_email_domain: str = "printers.fleet.invalid"
     zrok_timeout_s: float = Field(default=10.0, gt=0)
     # Unclaimed accounts the monitor keeps per frontend, so that an enrollment wave needs no

@@ -729,7 +729,7 @@ class Fleet:
             session.execute(delete(ZrokAccount).where(ZrokAccount.printer_id == printer_id))
             session.delete(printer)
         # NOTE: the printer's zrok accounts stay on the instances; delete them with
-        # `zrok2 admin delete account <printer>@<domain>` when the hardware is retired.
+        # `zrok2 admin delete account <printer>-<random>@<domain>` when the hardware is retired.
         log.info("printer deleted", extra={"printer": printer_id})
 
     def list_frontends(self) -> schemas.FrontendList:

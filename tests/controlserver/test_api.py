@@ -76,8 +76,26 @@ def test_register_creates_zrok_account(api, fleet_files):
 
     assignment = api.register(api.enrollment_token(), "printer-0001", **NEAR_EU).json()["assignment"]
 
-    assert zrok.accounts == {"printer-0001@printers.fleet.invalid": assignment["account_token"]}
+    [(email, account_token)] = zrok.accounts.items()
+    assert email.startswith("printer-0001-")
+    assert email.endswith("@printers.fleet.invalid")
+    assert account_token == assignment["account_token"]
     assert fleet_files["zrok"]["us-1"].accounts == {}
+
+
+def test_unstored_zrok_account_blocks_nothing(api, fleet_files):
+    # A server killed between creating the account and storing its token leaves the account on
+    # the instance; the printer's retry must still get an account.
+    zrok = fleet_files["zrok"]["eu-1"]
+    token = api.enrollment_token()
+    first = api.register(token, "printer-0001", **NEAR_EU).json()
+    run_sql(fleet_files["database_url"], "DELETE FROM zrok_accounts")
+
+    retry = api.register(first["printer_token"], "printer-0001")
+
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["assignment"]["account_token"] != first["assignment"]["account_token"]
+    assert len(zrok.accounts) == 2
 
 
 def test_register_again_keeps_assignment(api, fleet_files):
