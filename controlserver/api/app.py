@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controlserver import __version__, metrics
 from controlserver.api.middleware import RequestMiddleware
 from controlserver.api.routes import router
+from controlserver.api.schemas import PRINTER_ID_RULE
 from controlserver.core.db import Database, GroupCommit, TransactionPerCall
 from controlserver.core.security import hash_token
 from controlserver.core.settings import Settings, load_zrok_admin_secrets, secrets_file_too_open
@@ -185,6 +186,10 @@ def _install_error_handlers(app: FastAPI) -> None:
                           f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')}): "
                           "send a JSON object")
         location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+        if first.get("loc", ())[-1:] == ("printer_id",) and first.get("type") != "missing":
+            shown = repr(first.get("input"))
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            return _error(422, "invalid_request", f"printer_id {shown} is invalid: {PRINTER_ID_RULE}")
         return _error(422, "invalid_request", f"{location}: {first.get('msg', 'invalid value')}")
 
     @app.exception_handler(StarletteHTTPException)

@@ -7,7 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PRINTER_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# 1-61 characters, so that the share name `p-<printer_id>` fits in one DNS label (63 characters),
+# and no hyphen at the end, which a DNS label may not have either.
+PRINTER_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?$"
+PRINTER_ID_RULE = (
+    "use 1-61 characters of a-z, 0-9 and '-', starting and ending with a letter or digit "
+    f"(pattern {PRINTER_ID_PATTERN}), so that the share name p-<printer_id> fits in one DNS label"
+)
 
 
 class Strict(BaseModel):

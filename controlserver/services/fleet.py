@@ -773,7 +773,7 @@ class Fleet:
 
 
 def share_name_for(printer_id: str) -> str:
-    # NOTE: a 62- or 63-character printer id gives a share name longer than one DNS label (63).
+    # schemas.PRINTER_ID_PATTERN limits ids to 61 characters, so this fits in one DNS label (63).
     return f"p-{printer_id}"
 
 

@@ -443,7 +443,8 @@ def test_malformed_json_rejected(api, fleet_files):
     ({"printer_id": 42, "hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"printer_id": "Printer_1", "hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"printer_id": "-printer", "hardware_id": "hw-printer-0001"}, "printer_id"),
-    ({"printer_id": "p" * 64, "hardware_id": "hw-printer-0001"}, "printer_id"),
+    ({"printer_id": "p" * 62, "hardware_id": "hw-printer-0001"}, "printer_id"),
+    ({"printer_id": "printer-", "hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"printer_id": "printer-0001"}, "hardware_id"),
     ({"printer_id": "printer-0001", "hardware_id": "hw-printer-0001", "latitude": "50.1"}, "latitude"),
@@ -455,6 +456,31 @@ def test_wrong_types_rejected(api, fleet_files, body, field):
     response = api.client.post("/v1/printers/register", headers={"Authorization": f"Bearer {token}"}, json=body)
     assert assert_error(response, 422, "invalid_request")["message"].startswith(field)
     assert printer_rows(fleet_files) == []
+
+
+@pytest.mark.parametrize("printer_id", ["p" * 62, "printer-", "Printer_1", ""])
+def test_invalid_printer_id_names_rule(api, fleet_files, printer_id):
+    token = api.enrollment_token()
+
+    registered = api.register(token, printer_id)
+    heartbeat = api.heartbeat(token, printer_id or "-", "eu-1")
+
+    for response in (registered, heartbeat):
+        message = assert_error(response, 422, "invalid_request")["message"]
+        assert message.startswith("printer_id ")
+        assert "1-61 characters" in message
+        assert "^[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?$" in message
+    assert printer_rows(fleet_files) == []
+
+
+def test_longest_printer_id_fits_dns_label(api):
+    printer_id = "p" * 61
+
+    assignment = api.register(api.enrollment_token(), printer_id, **NEAR_EU).json()["assignment"]
+
+    assert assignment["share_name"] == f"p-{printer_id}"
+    assert len(assignment["share_name"]) == 63
+    assert assignment["public_url"] == f"https://p-{printer_id}.eu.fleet.test"
 
 
 def test_heartbeat_bad_state_rejected(api):
