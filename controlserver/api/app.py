@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controlserver import __version__, metrics
 from controlserver.api.middleware import RequestMiddleware
+from controlserver.api.ratelimit import RateLimitMiddleware, TokenRateLimiter
 from controlserver.api.routes import router
 from controlserver.api.schemas import PRINTER_ID_RULE
 from controlserver.core.db import Database, GroupCommit, TransactionPerCall
@@ -136,6 +137,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.writer = GroupCommit(db) if db.is_sqlite else TransactionPerCall(db)
     app.include_router(router)
     _install_error_handlers(app)
+    # Added first, so it runs inside RequestMiddleware, which then counts and times the 429s too.
+    app.add_middleware(RateLimitMiddleware, admin_token_hash=app.state.admin_token_hash, limiter=TokenRateLimiter({
+        "admin": settings.rate_limit_admin_per_minute,
+        "enrollment": settings.rate_limit_enrollment_per_minute,
+        "printer": settings.rate_limit_printer_per_minute,
+    }))
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

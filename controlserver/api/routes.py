@@ -25,7 +25,7 @@ bearer_scheme = HTTPBearer(auto_error=False, description="admin, enrollment or p
 ERRORS = {
     400: {"model": schemas.ErrorBody}, 401: {"model": schemas.ErrorBody}, 403: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody}, 409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody},
-    422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody},
+    422: {"model": schemas.ErrorBody}, 429: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody},
 }
 
 

@@ -1,0 +1,113 @@
+"""Per-token rate limits: 429 with `Retry-After` when one token sends too many requests.
+
+Each bearer token gets a token bucket of its own, keyed by the token's SHA-256 hash (the token
+itself is never kept). The bucket arithmetic is pyrate-limiter's TokenBucket (GCRA) algorithm;
+this module only keeps one state per key, because pyrate-limiter's in-memory buckets hold one
+state per bucket and would need a bucket object and lock per printer. The limits apply per
+process, so N replicas together admit up to N times the configured rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import threading
+import time
+
+from pyrate_limiter import Duration, Rate, TokenBucket
+
+from controlserver.core.security import ENROLLMENT_TOKEN_PREFIX, PRINTER_TOKEN_PREFIX
+
+# Drop the buckets that refilled completely once this many keys are stored; a full bucket is
+# the same as no bucket, so dropping it changes no decision.
+SWEEP_AT_KEYS = 10_000
+
+
+class TokenRateLimiter:
+    """Token buckets per key, each allowing `per_minute` requests a minute with bursts of as many."""
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        self._rates = {kind: [Rate(limit, Duration.MINUTE)] for kind, limit in limits.items() if limit > 0}
+        self._algorithm = TokenBucket()
+        self._states: dict[tuple[str, str], tuple] = {}
+        self._lock = threading.Lock()
+
+    def check(self, kind: str, key: str) -> int:
+        """Take one request from the key's bucket; return 0 if allowed, else the seconds to wait."""
+        rates = self._rates.get(kind)
+        if rates is None:
+            return 0
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            state = self._states.get((kind, key)) or self._algorithm.initial(rates)
+            new_state, decision = self._algorithm.step(rates, state, now_ms, 1)
+            if decision.allowed:
+                self._states[(kind, key)] = new_state
+                if len(self._states) >= SWEEP_AT_KEYS:
+                    self._sweep(now_ms)
+                return 0
+        return max(1, math.ceil((decision.retry_after_ms or 1000) / 1000))
+
+    def _sweep(self, now_ms: int) -> None:
+        now_us = now_ms * 1000
+        self._states = {key: state for key, state in self._states.items() if max(state) > now_us}
+
+
+class RateLimitMiddleware:
+    """Answer 429 to a bearer token that exceeds the limit of its kind (admin, enrollment, printer).
+
+    Requests without a bearer token are not limited here; they get 401 from the routes that need one.
+    """
+
+    def __init__(self, app, limiter: TokenRateLimiter, admin_token_hash: str) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.admin_token_hash = admin_token_hash
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        if token:
+            kind = self._kind(token)
+            key = hashlib.sha256(token.encode()).hexdigest()
+            wait_s = self.limiter.check(kind, key)
+            if wait_s:
+                await _send_too_many(send, kind, wait_s)
+                return
+        await self.app(scope, receive, send)
+
+    def _kind(self, token: str) -> str:
+        if token.startswith(PRINTER_TOKEN_PREFIX):
+            return "printer"
+        if token.startswith(ENROLLMENT_TOKEN_PREFIX):
+            return "enrollment"
+        if hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), self.admin_token_hash):
+            return "admin"
+        # Unknown tokens share the printer limit, keyed by their own hash.
+        return "printer"
+
+
+def _bearer_token(scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+            return None
+    return None
+
+
+async def _send_too_many(send, kind: str, wait_s: int) -> None:
+    body = json.dumps({
+        "error": "rate_limited",
+        "message": f"too many requests with this {kind} token: retry after {wait_s} s "
+                   f"(the limit is set by FLEET_RATE_LIMIT_{kind.upper()}_PER_MINUTE)",
+    }).encode()
+    await send({"type": "http.response.start", "status": 429,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", str(wait_s).encode())]})
+    await send({"type": "http.response.body", "body": body})
