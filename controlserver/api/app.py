@@ -20,7 +20,7 @@ from controlserver import __version__, metrics
 from controlserver.api.middleware import RequestMiddleware
 from controlserver.api.ratelimit import RateLimitMiddleware, TokenRateLimiter
 from controlserver.api.routes import router
-from controlserver.api.schemas import PRINTER_ID_RULE
+from controlserver.api.schemas import NO_NUL_PATTERN, NUL_MESSAGE, PRINTER_ID_RULE
 from controlserver.core.db import Database, GroupCommit, TransactionPerCall
 from controlserver.core.security import hash_token
 from controlserver.core.settings import Settings, load_zrok_admin_secrets, secrets_file_too_open
@@ -193,6 +193,8 @@ def _install_error_handlers(app: FastAPI) -> None:
                           f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')}): "
                           "send a JSON object")
         location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+        if first.get("ctx", {}).get("pattern") == NO_NUL_PATTERN:
+            return _error(422, "invalid_request", f"{location}: {NUL_MESSAGE}")
         if first.get("loc", ())[-1:] == ("printer_id",) and first.get("type") != "missing":
             shown = repr(first.get("input"))
             shown = shown if len(shown) <= 80 else shown[:77] + "..."

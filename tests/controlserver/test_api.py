@@ -36,6 +36,17 @@ def test_enrollment_token_created_by_admin(api):
     assert body["expires_at"] is not None
 
 
+def test_enrollment_token_limits_checked(api):
+    whole = api.client.post("/v1/enrollment-tokens", headers=api.admin, json={"max_uses": 2.0})
+    too_many = api.client.post("/v1/enrollment-tokens", headers=api.admin, json={"max_uses": 2**31})
+    fraction = api.client.post("/v1/enrollment-tokens", headers=api.admin, json={"max_uses": 2.5})
+
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["max_uses"] == 2
+    assert "max_uses" in assert_error(too_many, 422, "invalid_request")["message"]
+    assert "max_uses" in assert_error(fraction, 422, "invalid_request")["message"]
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-admin-token-000000000"},
                                      {"Authorization": "Basic Zm9vOmJhcg=="}])
 def test_enrollment_token_requires_admin(api, headers):
@@ -481,6 +492,24 @@ def test_longest_printer_id_fits_dns_label(api):
     assert assignment["share_name"] == f"p-{printer_id}"
     assert len(assignment["share_name"]) == 63
     assert assignment["public_url"] == f"https://p-{printer_id}.eu.fleet.test"
+
+
+def test_nul_character_rejected(api, fleet_files):
+    # PostgreSQL cannot store U+0000 in text, so it must be a 422 on either database.
+    token = api.enrollment_token()
+    registered = api.register(token, "printer-0001", **NEAR_EU).json()
+
+    by_body = api.register(token, "printer-0002", agent_version="1.0\u0000", **NEAR_EU)
+    by_heartbeat = api.heartbeat(registered["printer_token"], "printer-0001", "eu-1", klippy_state="ready\u0000")
+    by_query = api.client.get("/v1/printers", params={"after": "printer\u0000"}, headers=api.admin)
+    by_path = api.client.post("/v1/frontends/eu%00-1/drain", headers=api.admin)
+
+    assert "agent_version" in assert_error(by_body, 422, "invalid_request")["message"]
+    assert "klippy_state" in assert_error(by_heartbeat, 422, "invalid_request")["message"]
+    assert "after" in assert_error(by_query, 422, "invalid_request")["message"]
+    assert "name" in assert_error(by_path, 422, "invalid_request")["message"]
+    assert [row[0] for row in printer_rows(fleet_files)] == ["printer-0001"]
+    assert api.printer("printer-0001")["last_heartbeat_at"] is None
 
 
 def test_heartbeat_bad_state_rejected(api):
