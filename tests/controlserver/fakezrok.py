@@ -2,7 +2,8 @@
 
 It implements what the control server calls: `POST /api/v2/account` (admin secret in
 `X-TOKEN`), `GET /api/v2/versions` and `GET /healthz`, under any path prefix, so one fake can
-stand in for several frontends. Tests make it fail through `admin_secret` and `healthy`.
+stand in for several frontends. Tests make it fail through `admin_secret`, `healthy` and
+`account_status` (a status such as 502 that account creation returns).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class FakeZrok:
         self.accounts: dict[str, str] = {}
         self.account_requests = 0
         self.healthy = True
+        self.account_status: int | None = None
         self.lock = threading.Lock()
         fake = self
 
@@ -51,6 +53,9 @@ class FakeZrok:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if not self.path.endswith("/api/v2/account"):
                     self._reply(404)
+                    return
+                if fake.account_status is not None:
+                    self._reply(fake.account_status, {"message": "controller unavailable"})
                     return
                 if self.headers.get("X-TOKEN") != fake.admin_secret:
                     self._reply(401)

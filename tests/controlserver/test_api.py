@@ -229,6 +229,35 @@ def test_zrok_account_reused_after_failure(api, fleet_files):
     assert len(zrok.accounts) == 1
 
 
+@pytest.mark.parametrize("status", [502, 503])
+def test_zrok_controller_outage_then_recovery(make_api, fleet_files, status):
+    api = make_api(zrok_account_pool_size=2)
+    zrok = fleet_files["zrok"]["eu-1"]
+    token = api.enrollment_token()
+    zrok.account_status = status
+
+    refilled_during_outage = api.app.state.fleet.refill_account_pools()
+    failed = [api.register(token, "printer-0001", **NEAR_EU) for _ in range(3)]
+
+    assert refilled_during_outage == 2  # us-1 only
+    for response in failed:
+        body = assert_error(response, 503, "zrok_account_failed")
+        assert f"HTTP {status}" in body["message"]
+        assert response.headers["retry-after"]
+    assert zrok.accounts == {}
+    assert api.frontends()["eu-1"]["assigned"] == 1
+
+    zrok.account_status = None
+    recovered = api.register(token, "printer-0001", **NEAR_EU)
+
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["assignment"]["frontend"] == "eu-1"
+    assert recovered.json()["assignment"]["account_token"] in zrok.accounts.values()
+    assert api.frontends()["eu-1"]["assigned"] == 1
+    assert api.app.state.fleet.refill_account_pools() == 2
+    assert printer_rows(fleet_files) == [("printer-0001", "eu-1", "hw-printer-0001-0001")]
+
+
 def test_account_pool_claimed(make_api, fleet_files):
     api = make_api(zrok_account_pool_size=2)
     assert api.app.state.fleet.refill_account_pools() == 4
