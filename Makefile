@@ -10,10 +10,10 @@ INSTALLED := $(VENV)/.installed
 
 # Debian packages on the machine that runs the lab: debootstrap builds the hosts' image,
 # systemd-container has systemd-nspawn, iproute2 makes the bridge and namespaces, openssh-client
-# carries Ansible and testinfra to the hosts, python3-venv makes $(VENV). Moonraker's libsodium is
-# baked into the lab image, not installed here.
+# carries Ansible and testinfra to the hosts, python3-venv makes $(VENV), caddy runs the rendered
+# Caddyfile in tests/roles. Moonraker's libsodium is baked into the lab image, not installed here.
 APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client python3-venv \
-	rsync curl ca-certificates openssl
+	rsync curl ca-certificates openssl caddy
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
