@@ -1,10 +1,10 @@
 """Per-token rate limits: 429 with `Retry-After` when one token sends too many requests.
 
-Each bearer token gets a token bucket of its own, keyed by the token's SHA-256 hash (the token
-itself is never kept). The bucket arithmetic is pyrate-limiter's TokenBucket (GCRA) algorithm;
-this module only keeps one state per key, because pyrate-limiter's in-memory buckets hold one
-state per bucket and would need a bucket object and lock per printer. The limits apply per
-process, so N replicas together admit up to N times the configured rate.
+Each bearer token gets a token bucket of its own, keyed by the token's SHA-256 hash, and the
+token itself is never kept. The bucket arithmetic is pyrate-limiter's TokenBucket (GCRA)
+algorithm. This module only stores one state per key, because pyrate-limiter's in-memory buckets
+hold one state per bucket and would need a bucket object and a lock per printer. The limits apply
+per process, so N replicas together admit up to N times the configured rate.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from pyrate_limiter import Duration, Rate, TokenBucket
 
 from controlserver.core.security import ENROLLMENT_TOKEN_PREFIX, PRINTER_TOKEN_PREFIX
 
-# Drop the buckets that refilled completely once this many keys are stored; a full bucket is
-# the same as no bucket, so dropping it changes no decision.
+# Once this many keys are stored, the buckets that refilled completely are dropped. A full bucket
+# decides the same as a missing one, so dropping it changes no decision.
 SWEEP_AT_KEYS = 10_000
 
 
 class TokenRateLimiter:
-    """Token buckets per key, each allowing `per_minute` requests a minute with bursts of as many."""
+    """Token buckets per token kind and key; `limits` maps each kind to its requests per minute.
+
+    A bucket holds as many requests as its kind's limit, so a full minute's worth may come at once.
+    """
 
     def __init__(self, limits: dict[str, int]) -> None:
         self._rates = {kind: [Rate(limit, Duration.MINUTE)] for kind, limit in limits.items() if limit > 0}
@@ -56,9 +59,9 @@ class TokenRateLimiter:
 
 
 class RateLimitMiddleware:
-    """Answer 429 to a bearer token that exceeds the limit of its kind (admin, enrollment, printer).
+    """Reject with 429 a bearer token that exceeds the limit of its kind (admin, enrollment, printer).
 
-    Requests without a bearer token are not limited here; they get 401 from the routes that need one.
+    Requests without a bearer token are not limited here, and the routes that need one reject them with 401.
     """
 
     def __init__(self, app, limiter: TokenRateLimiter, admin_token_hash: str) -> None:
@@ -87,7 +90,7 @@ class RateLimitMiddleware:
             return "enrollment"
         if hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), self.admin_token_hash):
             return "admin"
-        # Unknown tokens share the printer limit, keyed by their own hash.
+        # Unknown tokens get the printer limit, each in a bucket of its own.
         return "printer"
 
 

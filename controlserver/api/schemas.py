@@ -80,7 +80,7 @@ class HeartbeatRequest(Strict):
     share_token: Text | None = Field(default=None, max_length=128)
     moonraker_state: Literal["ok", "unreachable", "error"]
     klippy_state: Text | None = Field(default=None, max_length=32)
-    # Keys are frontend names; additionalProperties tells OpenAPI readers that keys outside the
+    # Keys are frontend names. additionalProperties shows OpenAPI readers that keys outside the
     # pattern are rejected, not merely unconstrained.
     latency_ms: dict[Text, float] = Field(default_factory=dict, max_length=64,
                                           json_schema_extra={"additionalProperties": False})

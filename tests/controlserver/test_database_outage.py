@@ -1,5 +1,5 @@
-"""The PostgreSQL server goes away for a while and comes back: the control server answers 503
-with a JSON error meanwhile, writes nothing half, and recovers without a restart."""
+"""The PostgreSQL server goes away for a while and comes back: meanwhile the control server
+returns 503 with a JSON error and writes nothing half, and it recovers without a restart."""
 
 from __future__ import annotations
 

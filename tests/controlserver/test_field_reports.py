@@ -14,7 +14,7 @@ DATABASE_ENGINES = ("sqlite", "postgresql")
 
 
 def test_public_url_502_restarts_share(make_api, fleet_files):
-    # The share looks active on the printer, but its public URL answers 502.
+    # The share looks active on the printer, but its public URL returns 502.
     api = make_api(printer_probe_failures=1)
     token = api.register(api.enrollment_token(), "printer-0001", **NEAR_EU).json()["printer_token"]
     assert api.heartbeat(token, "printer-0001", "eu-1").json()["action"] == "stay"

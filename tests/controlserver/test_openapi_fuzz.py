@@ -16,9 +16,9 @@ from tests.controlserver.conftest import ADMIN_TOKEN, NEAR_EU, ServerProcess
 
 DATABASE_ENGINES = ("sqlite", "postgresql")
 
-# The server ignores unknown query parameters and body fields by design (newer agents may send
-# more), and this test always sends the Authorization header that a case may leave out, so the
-# checks that expect those requests to be rejected do not apply.
+# The server ignores unknown query parameters and body fields by design, because newer agents may
+# send more. This test also always sends the Authorization header that a case may leave out. So
+# the checks that expect such requests to be rejected do not apply.
 EXCLUDED_CHECKS = [negative_data_rejection, missing_required_header]
 # Few examples per operation keep the run at about a minute; raise this locally to search deeper.
 MAX_EXAMPLES = 30
