@@ -40,9 +40,9 @@ NEAR_US = {"latitude": 40.7, "longitude": -74.0}
 
 def pytest_generate_tests(metafunc):
     """Run a module's tests once per engine in its DATABASE_ENGINES (default: SQLite only)."""
-    if "database_engine" not in metafunc.fixturenames:
+    engines = getattr(metafunc.module, "DATABASE_ENGINES", None)
+    if engines is None or "database_engine" not in metafunc.fixturenames:
         return
-    engines = getattr(metafunc.module, "DATABASE_ENGINES", ("sqlite",))
     metafunc.parametrize("database_engine", [
         pytest.param(engine, marks=[pytest.mark.postgres] if engine == "postgresql" else [])
         for engine in engines

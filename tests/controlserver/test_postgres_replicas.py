@@ -3,6 +3,7 @@ no lost or doubled assignment when a replica is killed during a registration sto
 
 from __future__ import annotations
 
+import http.server
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ LEASE_TTL_S = 2.0
 
 def start_replica(fleet_files) -> ServerProcess:
     env = {"FLEET_LEASE_TTL_S": str(LEASE_TTL_S), "FLEET_FRONTEND_PROBE_INTERVAL_S": "0.5",
-           "FLEET_MOVE_INTERVAL_S": "0.5"}
+           "FLEET_MOVE_INTERVAL_S": "0.5", **fleet_files.get("env", {})}
     return ServerProcess(fleet_files, env=env).start()
 
 
@@ -198,3 +199,49 @@ def test_sigkill_during_storm_loses_nothing(fleet_files, replicas):
         assert again.status_code == 200, again.text
         assert again.json()["assignment"] == body["assignment"]
     assert assignment_counts(fleet_files) == (per_frontend, counters)
+
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    """A health endpoint that takes SLOW_PROBE_S to answer, longer than the lease lasts."""
+
+    def do_GET(self) -> None:
+        time.sleep(SLOW_PROBE_S)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+SLOW_PROBE_S = 6.0
+
+
+def test_long_job_round_keeps_lease(fleet_files, replicas):
+    slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    slow.daemon_threads = True
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    hosts = {
+        "eu-1": {**frontend_vars(fleet_files["zrok"]["eu-1"], "eu", "fsn1", 5, "eu.fleet.test"),
+                 "fleet_health_url": f"http://127.0.0.1:{slow.server_address[1]}/healthz"},
+        "us-1": frontend_vars(fleet_files["zrok"]["us-1"], "us", "us-east-1", 5, "us.fleet.test"),
+    }
+    write_inventory(fleet_files["inventory"], hosts)
+    fleet_files["env"] = {"FLEET_PROBE_TIMEOUT_S": str(SLOW_PROBE_S * 2)}
+    try:
+        servers = replicas(2)
+        wait_until(lambda: sorted(leaders(servers)) == [False, True], "exactly one monitor leader")
+        leader = servers[leaders(servers).index(True)]
+
+        # Two slow probe rounds, each about three times the lease's lifetime.
+        wait_until(lambda: metric_samples(leader, "fleet_frontend_probes_total") >= 4,
+                   "two rounds of frontend probes", leader)
+
+        [(holder,)] = run_sql(fleet_files["database_url"], "SELECT holder FROM leases")
+        assert holder.endswith(f":{leader.process.pid}")
+        for server in servers:
+            taken = [e for e in server.log_entries() if e["message"] == "monitor lease acquired"]
+            assert len(taken) == (1 if server is leader else 0)
+    finally:
+        slow.shutdown()
+        slow.server_close()
