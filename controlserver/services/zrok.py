@@ -58,8 +58,9 @@ class ZrokAdmin:
         """Return a fresh e-mail for an account made for one printer, `<printer_id>-<random>@<domain>`.
 
         The random part keeps a retried registration from colliding with an account that an
-        earlier attempt created but never stored (the server was killed in between): zrok cannot
-        hand out the token of an existing account, so a fixed e-mail would fail every retry.
+        earlier attempt created but never stored, because the server was killed in between.
+        zrok cannot hand out the token of an existing account, so a fixed e-mail would fail
+        every retry.
         """
         return f"{printer_id}-{secrets.token_hex(4)}@{self._email_domain}"
 

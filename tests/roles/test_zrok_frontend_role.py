@@ -549,7 +549,7 @@ def stream_upload(ports, length: int, declared: bool):
         response = connection.getresponse()
         return response.status, response.read()
     except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
-        # Caddy may answer and close before the whole body was sent.
+        # Caddy may respond and close the connection before the whole body was sent.
         response = connection.getresponse()
         return response.status, response.read()
     finally:
