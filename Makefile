@@ -10,13 +10,13 @@ INSTALLED := $(VENV)/.installed
 
 # Debian packages on the machine that runs the lab: debootstrap builds the hosts' image,
 # systemd-container has systemd-nspawn, iproute2 makes the bridge and namespaces, openssh-client
-# carries Ansible and testinfra to the hosts, python3-venv makes $(VENV). Moonraker's libsodium is
-# baked into the lab image, not installed here. prometheus provides promtool, which checks and
-# unit-tests monitoring/alerts.yml (Debian packages promtool only with the server, whose service
-# the package enables). chromium and chromium-driver run the dashboard's browser tests (headless,
-# through selenium and /usr/bin/chromedriver).
+# carries Ansible and testinfra to the hosts, python3-venv makes $(VENV), caddy runs the rendered
+# Caddyfile in tests/roles. Moonraker's libsodium is baked into the lab image, not installed here.
+# prometheus provides promtool, which checks and unit-tests monitoring/alerts.yml (Debian packages
+# promtool only with the server, whose service the package enables). chromium and chromium-driver
+# run the dashboard's browser tests (headless, through selenium and /usr/bin/chromedriver).
 APT_PACKAGES := debootstrap systemd-container iproute2 openssh-client python3-venv \
-	rsync curl ca-certificates openssl prometheus chromium chromium-driver
+	rsync curl ca-certificates openssl caddy prometheus chromium chromium-driver
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg

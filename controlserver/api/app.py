@@ -19,7 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controlserver import __version__, metrics
 from controlserver.api.middleware import RequestMiddleware
+from controlserver.api.ratelimit import RateLimitMiddleware, TokenRateLimiter
 from controlserver.api.routes import router
+from controlserver.api.schemas import NO_NUL_PATTERN, NUL_MESSAGE, PRINTER_ID_RULE
 from controlserver.core.db import Database, GroupCommit, TransactionPerCall
 from controlserver.core.roles import TokenRegistry
 from controlserver.core.settings import Settings, load_zrok_admin_secrets, secrets_file_too_open
@@ -155,6 +157,12 @@ def create_app(settings: Settings) -> FastAPI:
     dashboard = create_dashboard(settings, fleet, tokens.admin_hash)
     _install_error_handlers(dashboard)
     app.mount(DASHBOARD_PATH, dashboard)
+    # Added first, so it runs inside RequestMiddleware, which then counts and times the 429s too.
+    app.add_middleware(RateLimitMiddleware, tokens=tokens, limiter=TokenRateLimiter({
+        "admin": settings.rate_limit_admin_per_minute,
+        "enrollment": settings.rate_limit_enrollment_per_minute,
+        "printer": settings.rate_limit_printer_per_minute,
+    }))
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
@@ -205,6 +213,12 @@ def _install_error_handlers(app: FastAPI) -> None:
                           f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')}): "
                           "send a JSON object")
         location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+        if first.get("ctx", {}).get("pattern") == NO_NUL_PATTERN:
+            return _error(422, "invalid_request", f"{location}: {NUL_MESSAGE}")
+        if first.get("loc", ())[-1:] == ("printer_id",) and first.get("type") != "missing":
+            shown = repr(first.get("input"))
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            return _error(422, "invalid_request", f"printer_id {shown} is invalid: {PRINTER_ID_RULE}")
         return _error(422, "invalid_request", f"{location}: {first.get('msg', 'invalid value')}")
 
     @app.exception_handler(StarletteHTTPException)

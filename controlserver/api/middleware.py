@@ -27,33 +27,46 @@ class RequestMiddleware:
 
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}
+        declared = _content_length(scope)
+        received = 0
+        exceeded = False
 
-        async def send_wrapper(message) -> None:
+        async def send_unless_exceeded(message) -> None:
+            if exceeded:
+                # The framework caught BodyTooLarge while reading the body (FastAPI turns any
+                # error there into a 400), so send the 413 in place of its response.
+                if message["type"] == "http.response.start" and not status_holder["started"]:
+                    await self._send_too_large(record_and_send)
+                return
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
             await send(message)
 
-        declared = _content_length(scope)
-        received = 0
+        async def record_and_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+            await send(message)
 
         async def receive_limited():
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
         try:
             if declared is not None and declared > self.max_body_bytes:
                 raise BodyTooLarge
-            await self.app(scope, receive_limited, send_wrapper)
+            await self.app(scope, receive_limited, send_unless_exceeded)
         except BodyTooLarge:
             if status_holder["started"]:
                 raise
-            await self._send_too_large(send_wrapper)
+            await self._send_too_large(record_and_send)
         finally:
             status = status_holder["status"]
             route = scope.get("route")

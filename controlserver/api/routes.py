@@ -9,6 +9,7 @@ from typing import Annotated
 import anyio
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -25,7 +26,7 @@ bearer_scheme = HTTPBearer(auto_error=False, description="admin, operator, enrol
 ERRORS = {
     400: {"model": schemas.ErrorBody}, 401: {"model": schemas.ErrorBody}, 403: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody}, 409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody},
-    422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody},
+    422: {"model": schemas.ErrorBody}, 429: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody},
 }
 
 
@@ -83,6 +84,7 @@ def _json(model, **options) -> Response:
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
 BearerDep = Annotated[str, Depends(bearer_token)]
 PrinterId = Annotated[str, Path(pattern=schemas.PRINTER_ID_PATTERN)]
+FrontendName = Annotated[str, Path(max_length=128, pattern=schemas.NO_NUL_PATTERN)]
 readers = [Depends(require(Permission.READ))]
 admin_only = [Depends(require(Permission.MANAGE))]
 AccessIdentity = Annotated[Identity, Depends(require(Permission.ACCESS))]
@@ -115,8 +117,9 @@ async def heartbeat(request: Request, printer_id: PrinterId, body: schemas.Heart
 def list_printers(
     fleet: FleetDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[str | None, Query(max_length=63, description="printer id to continue after")] = None,
-    frontend: Annotated[str | None, Query(max_length=128)] = None,
+    after: Annotated[str | None, Query(max_length=63, pattern=schemas.NO_NUL_PATTERN,
+                                       description="printer id to continue after")] = None,
+    frontend: Annotated[str | None, Query(max_length=128, pattern=schemas.NO_NUL_PATTERN)] = None,
 ):
     return fleet.list_printers(limit, after, frontend)
 
@@ -159,14 +162,14 @@ def list_frontends(fleet: FleetDep):
 
 @router.post("/v1/frontends/{name}/drain", response_model=schemas.FrontendView, responses=ERRORS,
              tags=["admin"], dependencies=admin_only)
-def drain_frontend(name: Annotated[str, Path(max_length=128)], fleet: FleetDep):
+def drain_frontend(name: FrontendName, fleet: FleetDep):
     """Stop assigning printers to the frontend and move its printers away in batches."""
     return fleet.set_draining(name, True)
 
 
 @router.post("/v1/frontends/{name}/undrain", response_model=schemas.FrontendView, responses=ERRORS,
              tags=["admin"], dependencies=admin_only)
-def undrain_frontend(name: Annotated[str, Path(max_length=128)], fleet: FleetDep):
+def undrain_frontend(name: FrontendName, fleet: FleetDep):
     """Let the frontend take printers again; printers moved away stay where they are."""
     return fleet.set_draining(name, False)
 
@@ -192,7 +195,8 @@ def readyz(request: Request, fleet: FleetDep):
             "monitor_leader": request.app.state.monitor.is_leader if request.app.state.monitor else False}
 
 
-@router.get("/metrics", tags=["service"])
+@router.get("/metrics", tags=["service"], response_class=PlainTextResponse,
+            responses={200: {"description": "Prometheus text format"}})
 def prometheus_metrics():
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-PRINTER_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# 1-61 characters, so that the share name `p-<printer_id>` fits in one DNS label (63 characters),
+# and no hyphen at the end, which a DNS label may not have either.
+PRINTER_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?$"
+PRINTER_ID_RULE = (
+    "use 1-61 characters of a-z, 0-9 and '-', starting and ending with a letter or digit "
+    f"(pattern {PRINTER_ID_PATTERN}), so that the share name p-<printer_id> fits in one DNS label"
+)
+
+
+# Text without U+0000, which PostgreSQL cannot store in a text column. The pattern is part of the
+# OpenAPI document, so clients can see the rule.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NUL_MESSAGE = "must not contain the NUL character (U+0000)"
+Text = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
+
+# The largest value of the database's INTEGER columns (32 bits on PostgreSQL).
+MAX_DATABASE_INTEGER = 2**31 - 1
+
+
+def _whole_number(value):
+    # JSON Schema counts 2.0 as an integer, and some JSON encoders write whole numbers that way.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class Strict(BaseModel):
     # Unknown fields are ignored so that newer agents can send more; known ones are type-checked
     # without coercion, so `"latitude": "50"` is a 422 instead of a silent conversion.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # NaN and infinity, which Python's JSON parser accepts, are rejected.
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
 
 class RegisterRequest(Strict):
@@ -21,10 +45,10 @@ class RegisterRequest(Strict):
     hardware_id: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9:_-]+$")
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    region: str | None = Field(default=None, max_length=128)
-    agent_version: str | None = Field(default=None, max_length=64)
-    moonraker_version: str | None = Field(default=None, max_length=64)
-    moonraker_api_key: str | None = Field(default=None, min_length=1, max_length=128)
+    region: Text | None = Field(default=None, max_length=128)
+    agent_version: Text | None = Field(default=None, max_length=64)
+    moonraker_version: Text | None = Field(default=None, max_length=64)
+    moonraker_api_key: Text | None = Field(default=None, min_length=1, max_length=128)
 
 
 class ShareAuth(BaseModel):
@@ -51,13 +75,16 @@ class RegisterResponse(BaseModel):
 
 
 class HeartbeatRequest(Strict):
-    frontend: str | None = Field(default=None, max_length=128)
+    frontend: Text | None = Field(default=None, max_length=128)
     share_state: Literal["active", "starting", "stopped", "failed", "none"]
-    share_token: str | None = Field(default=None, max_length=128)
+    share_token: Text | None = Field(default=None, max_length=128)
     moonraker_state: Literal["ok", "unreachable", "error"]
-    klippy_state: str | None = Field(default=None, max_length=32)
-    latency_ms: dict[str, float] = Field(default_factory=dict, max_length=64)
-    agent_version: str | None = Field(default=None, max_length=64)
+    klippy_state: Text | None = Field(default=None, max_length=32)
+    # Keys are frontend names. additionalProperties shows OpenAPI readers that keys outside the
+    # pattern are rejected, not merely unconstrained.
+    latency_ms: dict[Text, float] = Field(default_factory=dict, max_length=64,
+                                          json_schema_extra={"additionalProperties": False})
+    agent_version: Text | None = Field(default=None, max_length=64)
 
 
 class Candidate(BaseModel):
@@ -75,8 +102,12 @@ class HeartbeatResponse(BaseModel):
 
 class EnrollmentTokenRequest(Strict):
     expires_in_s: int | None = Field(default=None, ge=60, le=366 * 86400)
-    max_uses: int | None = Field(default=None, ge=1)
-    description: str = Field(default="", max_length=255)
+    max_uses: int | None = Field(default=None, ge=1, le=MAX_DATABASE_INTEGER)
+    description: Text = Field(default="", max_length=255)
+
+    # A validator of the field, not of the type: a type-level BeforeValidator makes pydantic
+    # write the bounds to the JSON schema as `ge`/`le` instead of `minimum`/`maximum`.
+    _whole_numbers = field_validator("expires_in_s", "max_uses", mode="before")(_whole_number)
 
 
 class EnrollmentTokenResponse(BaseModel):

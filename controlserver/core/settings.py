@@ -69,6 +69,12 @@ class Settings(BaseSettings):
                                         "/metrics; default 3 heartbeat intervals")
     max_body_bytes: int = Field(default=65536, ge=1024)
 
+    # Requests per minute and bearer token, per server process; 0 turns a limit off. One
+    # enrollment token serves a whole enrollment wave, so its limit is far higher.
+    rate_limit_admin_per_minute: int = Field(default=1200, ge=0)
+    rate_limit_enrollment_per_minute: int = Field(default=30000, ge=0)
+    rate_limit_printer_per_minute: int = Field(default=60, ge=0)
+
     # Assignment: a frontend's score is its estimated round-trip time in ms plus
     # load_weight_ms * (assigned / capacity), so a full frontend costs load_weight_ms more.
     load_weight_ms: float = Field(default=30.0, ge=0)
@@ -86,7 +92,7 @@ class Settings(BaseSettings):
     printer_probe_concurrency: int = Field(default=20, ge=1)
     lease_ttl_s: float = Field(default=30.0, gt=0)
 
-    # zrok accounts: one per printer and frontend, e-mail <printer_id>@<domain>.
+    # zrok accounts: one per printer and frontend, e-mail <printer_id>-<random>@<domain>.
     zrok_account_email_domain: str = "printers.fleet.invalid"
     zrok_timeout_s: float = Field(default=10.0, gt=0)
     # Unclaimed accounts the monitor keeps per frontend, so that an enrollment wave needs no

@@ -756,7 +756,7 @@ class Fleet:
             session.execute(delete(ZrokAccount).where(ZrokAccount.printer_id == printer_id))
             session.delete(printer)
         # NOTE: the printer's zrok accounts stay on the instances; delete them with
-        # `zrok2 admin delete account <printer>@<domain>` when the hardware is retired.
+        # `zrok2 admin delete account <printer>-<random>@<domain>` when the hardware is retired.
         log.info("printer deleted", extra={"printer": printer_id})
 
     def list_frontends(self) -> schemas.FrontendList:
@@ -804,7 +804,7 @@ class Fleet:
 
 
 def share_name_for(printer_id: str) -> str:
-    # NOTE: a 62- or 63-character printer id gives a share name longer than one DNS label (63).
+    # schemas.PRINTER_ID_PATTERN limits ids to 61 characters, so this fits in one DNS label (63).
     return f"p-{printer_id}"
 
 

@@ -45,9 +45,11 @@ class Monitor:
         tick = min(settings.frontend_probe_interval_s, settings.move_interval_s,
                    settings.printer_probe_interval_s, settings.lease_ttl_s / 3)
         due = {"frontends": 0.0, "moves": 0.0, "printers": 0.0, "pools": 0.0}
+        await self._renew_lease()
+        # Renewal runs beside the jobs, so a job round longer than the lease does not lose it.
+        renewal = asyncio.create_task(self._keep_lease(tick), name="monitor-lease")
         try:
             while True:
-                await self._renew_lease()
                 if self.is_leader:
                     now = time.monotonic()
                     if now >= due["frontends"]:
@@ -64,12 +66,16 @@ class Monitor:
                         await self._run_job("printer probes", self.probe_printers)
                 await asyncio.sleep(tick)
         finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
             if self._client is not None:
                 await self._client.aclose()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._release_lease)
 
     async def _run_job(self, name: str, job) -> None:
+        if not self.is_leader:
+            return
         try:
             await job()
         except Exception:
@@ -77,6 +83,11 @@ class Monitor:
             log.exception("monitor job failed; retrying at the next interval", extra={"action": name})
 
     # -- lease -----------------------------------------------------------------------------
+
+    async def _keep_lease(self, tick: float) -> None:
+        while True:
+            await asyncio.sleep(tick)
+            await self._renew_lease()
 
     async def _renew_lease(self) -> None:
         try:

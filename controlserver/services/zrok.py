@@ -55,8 +55,14 @@ class ZrokAdmin:
         return frontend in self._admin_secrets
 
     def email_for(self, printer_id: str) -> str:
-        """Return the e-mail of an account made for one printer."""
-        return f"{printer_id}@{self._email_domain}"
+        """Return a fresh e-mail for an account made for one printer, `<printer_id>-<random>@<domain>`.
+
+        The random part keeps a retried registration from colliding with an account that an
+        earlier attempt created but never stored, because the server was killed in between.
+        zrok cannot hand out the token of an existing account, so a fixed e-mail would fail
+        every retry.
+        """
+        return f"{printer_id}-{secrets.token_hex(4)}@{self._email_domain}"
 
     def pool_email(self) -> str:
         """Return a fresh e-mail for an account made ahead of demand."""

@@ -60,7 +60,11 @@ def test_agent_survives_sigkill_and_stops_cleanly(tmp_path, control_server, fake
         exit_status = second.wait(timeout=60)
 
     assert len(fresh) == 1
+    # The same public URL as before the kill, so operators and probes keep working.
+    assert fresh[0]["frontendEndpoints"] == stale["frontendEndpoints"]
     assert ["delete", "share", stale["shareToken"]] in fake_zrok.calls()
+    # One share start after the stale share was removed: no loop of 409 shareConflict.
+    assert fake_zrok.verbs().count("share public") <= 2
     assert [r.token for r in control_server.posts("register")] == [SECRETS[0], SECRETS[1]]
     assert exit_status == 0
     assert fake_zrok.shares() == []

@@ -563,6 +563,8 @@ def test_config_from_json(tmp_path):
         ({"printer_id": "p1"}, "control_url"),
         ({"control_url": "https://c.example"}, "printer_id"),
         ({"control_url": "https://c.example", "printer_id": "Printer_1"}, "printer_id"),
+        ({"control_url": "https://c.example", "printer_id": "p" * 62}, "printer_id"),
+        ({"control_url": "https://c.example", "printer_id": "printer-"}, "printer_id"),
         ({"control_url": "ftp://c.example", "printer_id": "p1"}, "control_url"),
         ({"control_url": "https://c.example", "printer_id": "p1", "latitude": 91}, "latitude"),
         ({"control_url": "https://c.example", "printer_id": "p1", "latitude": "north"}, "latitude"),

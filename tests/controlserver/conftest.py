@@ -1,6 +1,8 @@
 """Fixtures: fake zrok controllers on loopback, inventories, the app in-process and as a real process.
 
-Every test uses a real SQLite file under tmp_path; nothing in the database layer is mocked.
+Every test uses a real database: a SQLite file under tmp_path, or, in modules that set
+`DATABASE_ENGINES = ("sqlite", "postgresql")`, also a database of its own on a throwaway
+PostgreSQL cluster that the session starts once. Nothing in the database layer is mocked.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
 from controlserver.api.app import create_app
 from controlserver.core.settings import Settings
 from tests.controlserver.fakezrok import FakeZrok
+from tests.controlserver.postgres import PostgresCluster
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-5f0c2a9e81d34b7c"
@@ -32,6 +36,56 @@ US_SECRET = "us-admin-secret-0f9e8d7c6b5a4932"
 # Frankfurt and New York, for placement hints.
 NEAR_EU = {"latitude": 50.1, "longitude": 8.7}
 NEAR_US = {"latitude": 40.7, "longitude": -74.0}
+
+
+def pytest_generate_tests(metafunc):
+    """Run a module's tests once per engine in its DATABASE_ENGINES (default: SQLite only)."""
+    engines = getattr(metafunc.module, "DATABASE_ENGINES", None)
+    if engines is None or "database_engine" not in metafunc.fixturenames:
+        return
+    metafunc.parametrize("database_engine", [
+        pytest.param(engine, marks=[pytest.mark.postgres] if engine == "postgresql" else [])
+        for engine in engines
+    ])
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the session, started at the first test that needs it."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster.init()
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def database_engine() -> str:
+    """The database engine of a test; pytest_generate_tests overrides it per module."""
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(request, tmp_path: Path, database_engine: str) -> Iterator[str]:
+    """The URL of an empty database on the test's engine, removed after the test."""
+    if database_engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'control.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    url = cluster.create_database()
+    yield url
+    cluster.drop_database(url)
+
+
+def run_sql(url: str, statement: str, **parameters) -> list[tuple]:
+    """Run one SQL statement on the database at `url` and return its rows (none for writes)."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), parameters)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -65,7 +119,7 @@ def write_inventory(path: Path, hosts: dict[str, dict]) -> Path:
 
 
 @pytest.fixture
-def fleet_files(tmp_path: Path, zrok_eu: FakeZrok, zrok_us: FakeZrok) -> dict:
+def fleet_files(tmp_path: Path, zrok_eu: FakeZrok, zrok_us: FakeZrok, database_url: str) -> dict:
     """An inventory with frontends eu-1 (Falkenstein) and us-1 (N. Virginia), capacity 5 each."""
     inventory = write_inventory(tmp_path / "inventory.yml", {
         "eu-1": frontend_vars(zrok_eu, "eu", "fsn1", 5, "eu.fleet.test"),
@@ -75,13 +129,13 @@ def fleet_files(tmp_path: Path, zrok_eu: FakeZrok, zrok_us: FakeZrok) -> dict:
     secrets_file.write_text(yaml.safe_dump({"zrok_admin_secrets": {"eu-1": EU_SECRET, "us-1": US_SECRET}}))
     secrets_file.chmod(0o600)
     return {"inventory": inventory, "secrets": secrets_file, "database": tmp_path / "control.db",
-            "zrok": {"eu-1": zrok_eu, "us-1": zrok_us}, "tmp": tmp_path}
+            "database_url": database_url, "zrok": {"eu-1": zrok_eu, "us-1": zrok_us}, "tmp": tmp_path}
 
 
 def make_settings(files: dict, **overrides) -> Settings:
     values = dict(
         inventory=files["inventory"],
-        database_url=f"sqlite:///{files['database']}",
+        database_url=files["database_url"],
         admin_token=ADMIN_TOKEN,
         secrets_file=files["secrets"],
         monitor_enabled=False,
@@ -163,7 +217,7 @@ class ServerProcess:
     def __init__(self, files: dict, env: dict | None = None, args: list[str] | None = None,
                  database_url: str | None = None) -> None:
         self.files = files
-        self.database_url = database_url or f"sqlite:///{files['database']}"
+        self.database_url = database_url or files["database_url"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "FLEET_ADMIN_TOKEN": ADMIN_TOKEN, "FLEET_ZROK_ACCOUNT_POOL_SIZE": "0",

@@ -2,7 +2,8 @@
 
 It implements what the control server calls: `POST /api/v2/account` (admin secret in
 `X-TOKEN`), `GET /api/v2/versions` and `GET /healthz`, under any path prefix, so one fake can
-stand in for several frontends. Tests make it fail through `admin_secret` and `healthy`.
+stand in for several frontends. Tests make it fail through `admin_secret`, `healthy` and
+`account_status` (a status such as 502 that account creation returns).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class FakeZrok:
         self.accounts: dict[str, str] = {}
         self.account_requests = 0
         self.healthy = True
+        self.account_status: int | None = None
         self.lock = threading.Lock()
         fake = self
 
@@ -52,6 +54,9 @@ class FakeZrok:
                 if not self.path.endswith("/api/v2/account"):
                     self._reply(404)
                     return
+                if fake.account_status is not None:
+                    self._reply(fake.account_status, {"message": "controller unavailable"})
+                    return
                 if self.headers.get("X-TOKEN") != fake.admin_secret:
                     self._reply(401)
                     return
@@ -72,7 +77,9 @@ class FakeZrok:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://{host}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the next poll, and every test stops two fakes.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
 
     def __enter__(self) -> FakeZrok:
         self.thread.start()

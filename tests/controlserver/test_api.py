@@ -1,12 +1,13 @@
-"""The REST API in-process against a real SQLite file and fake zrok controllers on loopback."""
+"""The REST API in-process against real SQLite and PostgreSQL databases and fake zrok
+controllers on loopback."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from tests.controlserver.conftest import NEAR_EU, NEAR_US
+from tests.controlserver.conftest import NEAR_EU, NEAR_US, run_sql
+
+DATABASE_ENGINES = ("sqlite", "postgresql")
 
 ASSIGNMENT_FIELDS = {"frontend", "region", "api_endpoint", "share_name", "public_url", "account_token", "share_auth"}
 
@@ -20,8 +21,7 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 def printer_rows(files) -> list[tuple]:
-    with sqlite3.connect(files["database"]) as connection:
-        return connection.execute("SELECT id, frontend, hardware_id FROM printers ORDER BY id").fetchall()
+    return run_sql(files["database_url"], "SELECT id, frontend, hardware_id FROM printers ORDER BY id")
 
 
 # -- enrollment tokens ---------------------------------------------------------------------------
@@ -34,6 +34,17 @@ def test_enrollment_token_created_by_admin(api):
     assert len(body["token"]) > 40
     assert body["max_uses"] == 3
     assert body["expires_at"] is not None
+
+
+def test_enrollment_token_limits_checked(api):
+    whole = api.client.post("/v1/enrollment-tokens", headers=api.admin, json={"max_uses": 2.0})
+    too_many = api.client.post("/v1/enrollment-tokens", headers=api.admin, json={"max_uses": 2**31})
+    fraction = api.client.post("/v1/enrollment-tokens", headers=api.admin, json={"max_uses": 2.5})
+
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["max_uses"] == 2
+    assert "max_uses" in assert_error(too_many, 422, "invalid_request")["message"]
+    assert "max_uses" in assert_error(fraction, 422, "invalid_request")["message"]
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-admin-token-000000000"},
@@ -76,8 +87,26 @@ def test_register_creates_zrok_account(api, fleet_files):
 
     assignment = api.register(api.enrollment_token(), "printer-0001", **NEAR_EU).json()["assignment"]
 
-    assert zrok.accounts == {"printer-0001@printers.fleet.invalid": assignment["account_token"]}
+    [(email, account_token)] = zrok.accounts.items()
+    assert email.startswith("printer-0001-")
+    assert email.endswith("@printers.fleet.invalid")
+    assert account_token == assignment["account_token"]
     assert fleet_files["zrok"]["us-1"].accounts == {}
+
+
+def test_unstored_zrok_account_blocks_nothing(api, fleet_files):
+    # A server killed between creating the account and storing its token leaves the account on
+    # the instance; the printer's retry must still get an account.
+    zrok = fleet_files["zrok"]["eu-1"]
+    token = api.enrollment_token()
+    first = api.register(token, "printer-0001", **NEAR_EU).json()
+    run_sql(fleet_files["database_url"], "DELETE FROM zrok_accounts")
+
+    retry = api.register(first["printer_token"], "printer-0001")
+
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["assignment"]["account_token"] != first["assignment"]["account_token"]
+    assert len(zrok.accounts) == 2
 
 
 def test_register_again_keeps_assignment(api, fleet_files):
@@ -141,8 +170,7 @@ def test_register_bad_token_unauthorized(api, fleet_files, authorization):
 
 def test_expired_enrollment_token_rejected(api, fleet_files):
     token = api.enrollment_token(expires_in_s=60)
-    with sqlite3.connect(fleet_files["database"]) as connection:
-        connection.execute("UPDATE enrollment_tokens SET expires_at = '2020-01-01 00:00:00.000000'")
+    run_sql(fleet_files["database_url"], "UPDATE enrollment_tokens SET expires_at = '2020-01-01 00:00:00.000000'")
 
     assert "expired" in assert_error(api.register(token, "printer-0001"), 401, "unauthorized")["message"]
     assert printer_rows(fleet_files) == []
@@ -199,6 +227,35 @@ def test_zrok_account_reused_after_failure(api, fleet_files):
     assert retry.status_code == 200
     assert again.json()["assignment"]["account_token"] == retry.json()["assignment"]["account_token"]
     assert len(zrok.accounts) == 1
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_zrok_controller_outage_then_recovery(make_api, fleet_files, status):
+    api = make_api(zrok_account_pool_size=2)
+    zrok = fleet_files["zrok"]["eu-1"]
+    token = api.enrollment_token()
+    zrok.account_status = status
+
+    refilled_during_outage = api.app.state.fleet.refill_account_pools()
+    failed = [api.register(token, "printer-0001", **NEAR_EU) for _ in range(3)]
+
+    assert refilled_during_outage == 2  # us-1 only
+    for response in failed:
+        body = assert_error(response, 503, "zrok_account_failed")
+        assert f"HTTP {status}" in body["message"]
+        assert response.headers["retry-after"]
+    assert zrok.accounts == {}
+    assert api.frontends()["eu-1"]["assigned"] == 1
+
+    zrok.account_status = None
+    recovered = api.register(token, "printer-0001", **NEAR_EU)
+
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["assignment"]["frontend"] == "eu-1"
+    assert recovered.json()["assignment"]["account_token"] in zrok.accounts.values()
+    assert api.frontends()["eu-1"]["assigned"] == 1
+    assert api.app.state.fleet.refill_account_pools() == 2
+    assert printer_rows(fleet_files) == [("printer-0001", "eu-1", "hw-printer-0001-0001")]
 
 
 def test_account_pool_claimed(make_api, fleet_files):
@@ -428,7 +485,8 @@ def test_malformed_json_rejected(api, fleet_files):
     ({"printer_id": 42, "hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"printer_id": "Printer_1", "hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"printer_id": "-printer", "hardware_id": "hw-printer-0001"}, "printer_id"),
-    ({"printer_id": "p" * 64, "hardware_id": "hw-printer-0001"}, "printer_id"),
+    ({"printer_id": "p" * 62, "hardware_id": "hw-printer-0001"}, "printer_id"),
+    ({"printer_id": "printer-", "hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"hardware_id": "hw-printer-0001"}, "printer_id"),
     ({"printer_id": "printer-0001"}, "hardware_id"),
     ({"printer_id": "printer-0001", "hardware_id": "hw-printer-0001", "latitude": "50.1"}, "latitude"),
@@ -440,6 +498,49 @@ def test_wrong_types_rejected(api, fleet_files, body, field):
     response = api.client.post("/v1/printers/register", headers={"Authorization": f"Bearer {token}"}, json=body)
     assert assert_error(response, 422, "invalid_request")["message"].startswith(field)
     assert printer_rows(fleet_files) == []
+
+
+@pytest.mark.parametrize("printer_id", ["p" * 62, "printer-", "Printer_1", ""])
+def test_invalid_printer_id_names_rule(api, fleet_files, printer_id):
+    token = api.enrollment_token()
+
+    registered = api.register(token, printer_id)
+    heartbeat = api.heartbeat(token, printer_id or "-", "eu-1")
+
+    for response in (registered, heartbeat):
+        message = assert_error(response, 422, "invalid_request")["message"]
+        assert message.startswith("printer_id ")
+        assert "1-61 characters" in message
+        assert "^[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?$" in message
+    assert printer_rows(fleet_files) == []
+
+
+def test_longest_printer_id_fits_dns_label(api):
+    printer_id = "p" * 61
+
+    assignment = api.register(api.enrollment_token(), printer_id, **NEAR_EU).json()["assignment"]
+
+    assert assignment["share_name"] == f"p-{printer_id}"
+    assert len(assignment["share_name"]) == 63
+    assert assignment["public_url"] == f"https://p-{printer_id}.eu.fleet.test"
+
+
+def test_nul_character_rejected(api, fleet_files):
+    # PostgreSQL cannot store U+0000 in text, so it must be a 422 on either database.
+    token = api.enrollment_token()
+    registered = api.register(token, "printer-0001", **NEAR_EU).json()
+
+    by_body = api.register(token, "printer-0002", agent_version="1.0\u0000", **NEAR_EU)
+    by_heartbeat = api.heartbeat(registered["printer_token"], "printer-0001", "eu-1", klippy_state="ready\u0000")
+    by_query = api.client.get("/v1/printers", params={"after": "printer\u0000"}, headers=api.admin)
+    by_path = api.client.post("/v1/frontends/eu%00-1/drain", headers=api.admin)
+
+    assert "agent_version" in assert_error(by_body, 422, "invalid_request")["message"]
+    assert "klippy_state" in assert_error(by_heartbeat, 422, "invalid_request")["message"]
+    assert "after" in assert_error(by_query, 422, "invalid_request")["message"]
+    assert "name" in assert_error(by_path, 422, "invalid_request")["message"]
+    assert [row[0] for row in printer_rows(fleet_files)] == ["printer-0001"]
+    assert api.printer("printer-0001")["last_heartbeat_at"] is None
 
 
 def test_heartbeat_bad_state_rejected(api):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from controlserver.services.assignment import FrontendState, Placement, rank
-from tests.controlserver.conftest import NEAR_EU, NEAR_US, frontend_vars, write_inventory
+from tests.controlserver.conftest import NEAR_EU, NEAR_US, frontend_vars, run_sql, write_inventory
+
+DATABASE_ENGINES = ("sqlite", "postgresql")
 
 
 def state(name: str, lat: float, lon: float, assigned: int = 0, capacity: int = 10, **flags) -> FrontendState:
@@ -186,12 +186,12 @@ def mark_healthy(api, name: str) -> None:
 
 def set_health(api, name: str, healthy: bool) -> None:
     # Stands for the monitor's verdict; the monitor's probing is tested with real processes.
-    database = api.app.state.fleet.db.url.database
-    with sqlite3.connect(database) as connection:
-        connection.execute("UPDATE frontends SET healthy = ? WHERE name = ?", (healthy, name))
+    url = api.app.state.fleet.db.url.render_as_string(hide_password=False)
+    run_sql(url.replace("+psycopg", ""), "UPDATE frontends SET healthy = :healthy WHERE name = :name",
+            healthy=healthy, name=name)
     api.app.state.fleet.invalidate_frontend_states()
 
 
 def write_capacity(fleet_files, name: str, capacity: int) -> None:
-    with sqlite3.connect(fleet_files["database"]) as connection:
-        connection.execute("UPDATE frontends SET capacity = ? WHERE name = ?", (capacity, name))
+    run_sql(fleet_files["database_url"], "UPDATE frontends SET capacity = :capacity WHERE name = :name",
+            capacity=capacity, name=name)

@@ -46,7 +46,8 @@ LOG = logging.getLogger("fleet_agent")
 # in RestartPreventExitStatus, so a broken config file does not restart the agent in a loop.
 EXIT_CONFIG = 78
 
-PRINTER_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# 1-61 characters, so that the share name p-<printer_id> fits in one DNS label (63 characters).
+PRINTER_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?$")
 
 # The earliest wall-clock time the agent accepts as plausible when the OS cannot report whether
 # the clock is synchronised. Boards without a real-time clock boot with a date near their image's
@@ -179,8 +180,8 @@ def build_config(raw: dict[str, Any], source: str = "config") -> AgentConfig:
         raise ConfigError(f"{source}: control_url must be an https:// (or http://) URL, got {values['control_url']!r}")
     if not PRINTER_ID_PATTERN.match(values["printer_id"]):
         raise ConfigError(
-            f"{source}: printer_id {values['printer_id']!r} is invalid; use 1-63 characters of "
-            "[a-z0-9-] starting with a letter or digit"
+            f"{source}: printer_id {values['printer_id']!r} is invalid; use 1-61 characters of "
+            "[a-z0-9-] starting and ending with a letter or digit"
         )
     for coordinate, limit in (("latitude", 90.0), ("longitude", 180.0)):
         if coordinate in values and not -limit <= values[coordinate] <= limit:
