@@ -211,7 +211,11 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(0.05):
-            self.peak = max(self.peak, self.current())
+            try:
+                self.peak = max(self.peak, self.current())
+            except psutil.NoSuchProcess:
+                # A server exited: the run failed, and its error is reported where it happened.
+                return
 
 
 def write_inventory(directory: Path, zrok_port: int, frontends: int, capacity: int) -> Path:
@@ -350,8 +354,10 @@ def fill_database(database_url: str, total: int, frontends: int) -> int:
     from controlserver.core.security import hash_token, new_password
     from controlserver.models import Frontend, Printer, utcnow
 
-    engine = Database(database_url).engine
-    with engine.begin() as connection:
+    db = Database(database_url)
+    # A write transaction from the start (BEGIN IMMEDIATE on SQLite): a read first and a write
+    # later would fail with "database is locked" whenever the server commits in between.
+    with db.write() as connection:
         existing = connection.scalar(select(func.count()).select_from(Printer))
         missing = max(0, total - existing)
         now = utcnow()
@@ -376,7 +382,7 @@ def fill_database(database_url: str, total: int, frontends: int) -> int:
         for name, added in added_per_frontend.items():
             connection.execute(update(Frontend).where(Frontend.name == name)
                                .values(assigned=Frontend.assigned + added))
-    engine.dispose()
+    db.dispose()
     return missing
 
 
