@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import math
+import operator
 from dataclasses import dataclass
 
 from controlserver.locations import EARTH_RADIUS_KM, distance_km, estimated_rtt_ms
@@ -69,55 +69,37 @@ def rank(
 ) -> list[FrontendState]:
     """Return the assignable frontends, best first by score(). Ties go to the name for a stable order.
 
-    Every registration ranks all frontends, so this computes the printer's side of the distance
-    once and reuses each frontend's cached side. The arithmetic is the same as in score().
+    Every registration ranks all frontends, so this is score() inlined into one loop, with the
+    printer's side of the distance computed once. The arithmetic and its order are the same as in
+    score(), distance_km() and estimated_rtt_ms(), so the results are equal to the last bit.
     """
-    rtt_of = _rtt_estimator(placement)
+    latency = placement.latency_ms
+    by_coordinates = placement.latitude is not None and placement.longitude is not None
+    if by_coordinates:
+        phi1 = math.radians(placement.latitude)
+        cos_phi1 = math.cos(phi1)
+        longitude1 = placement.longitude
     scored = []
     for frontend in frontends:
         if not frontend.assignable or frontend.name in exclude:
             continue
+        measured = latency.get(frontend.name) if latency else None
+        if measured is not None:
+            rtt = float(measured)
+        elif by_coordinates:
+            phi2 = math.radians(frontend.latitude)
+            a = (math.sin((phi2 - phi1) / 2) ** 2
+                 + cos_phi1 * math.cos(phi2) * math.sin(math.radians(frontend.longitude - longitude1) / 2) ** 2)
+            km = 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
+            rtt = km * 1.5 / 100.0 + 5.0
+        elif placement.region is not None:
+            rtt = 0.0 if placement.region == frontend.region else UNKNOWN_RTT_MS
+        else:
+            rtt = 0.0
         load = frontend.assigned / frontend.capacity if frontend.capacity else 1.0
-        scored.append((rtt_of(frontend) + load_weight_ms * load, frontend.name, frontend))
-    scored.sort(key=_score_and_name)
+        scored.append((rtt + load_weight_ms * load, frontend.name, frontend))
+    scored.sort(key=_SCORE_AND_NAME)
     return [frontend for _score, _name, frontend in scored]
 
 
-def _score_and_name(entry: tuple[float, str, FrontendState]) -> tuple[float, str]:
-    return entry[0], entry[1]
-
-
-def _rtt_estimator(placement: Placement):
-    """Return a function frontend -> estimated round trip in ms, as score() computes it."""
-    latency = placement.latency_ms or {}
-    if placement.latitude is not None and placement.longitude is not None:
-        latitude, longitude = placement.latitude, placement.longitude
-        phi1 = math.radians(latitude)
-        cos_phi1 = math.cos(phi1)
-
-        def from_coordinates(frontend: FrontendState) -> float:
-            measured = latency.get(frontend.name)
-            if measured is not None:
-                return float(measured)
-            phi2, cos_phi2 = _radians_and_cosine(frontend.latitude)
-            a = (math.sin((phi2 - phi1) / 2) ** 2
-                 + cos_phi1 * cos_phi2 * math.sin(math.radians(frontend.longitude - longitude) / 2) ** 2)
-            return estimated_rtt_ms(2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a)))
-
-        return from_coordinates
-
-    def without_coordinates(frontend: FrontendState) -> float:
-        measured = latency.get(frontend.name)
-        if measured is not None:
-            return float(measured)
-        if placement.region is not None:
-            return 0.0 if placement.region == frontend.region else UNKNOWN_RTT_MS
-        return 0.0
-
-    return without_coordinates
-
-
-@functools.lru_cache(maxsize=4096)
-def _radians_and_cosine(latitude: float) -> tuple[float, float]:
-    phi = math.radians(latitude)
-    return phi, math.cos(phi)
+_SCORE_AND_NAME = operator.itemgetter(0, 1)
