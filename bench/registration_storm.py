@@ -4,27 +4,32 @@
 The script starts, on loopback only:
   - a fake zrok admin API (its own process, uvicorn) that returns account tokens at once, so the
     figures measure the control server and not a zrok instance;
-  - one control server process (`python -m controlserver serve`) on a fresh SQLite file.
+  - --replicas control server processes (`python -m controlserver serve`, default 1) on a fresh
+    SQLite file, or on the PostgreSQL database given with --database. `--database postgres-temp`
+    starts a throwaway PostgreSQL cluster with initdb and pg_ctl in the temporary directory.
 
 It waits until the monitor has filled the zrok account pools (--pool-size accounts per frontend),
 as an operator does before an enrollment wave, so registrations claim pooled accounts. Then it
 registers --count printers from --concurrency concurrent keep-alive connections and runs the same
 number of `GET /healthz` requests (the server's no-op endpoint) the same way. It prints the
-rates, p50/p99 latency, their ratio, the server's CPU time per request and its peak RSS.
-Finally it tops the database up to --stored printers (written straight into the SQLite file,
-which is much faster than registering them) and prints the server's RSS after it has served
+rates, p50/p99 latency, their ratio, the servers' CPU time per request (and PostgreSQL's, for a
+cluster it started) and their peak RSS. Finally it tops the database up to --stored printers
+(written straight into the database, which is much faster than registering them) and prints the server's RSS after it has served
 /metrics, the frontend list and a round of heartbeats over them.
 
     python bench/registration_storm.py --count 10000 --concurrency 64
+    python bench/registration_storm.py --database postgres-temp --replicas 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -34,6 +39,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +49,13 @@ REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = secrets.token_hex(24)
 ZROK_SECRET = secrets.token_hex(24)
 
+# Every frontend's API and health URL live under /<frontend>/. `POST /bench-control/fail/<frontend>`
+# makes that frontend return 503 from then on, as a failed zrok instance would.
 FAKE_ZROK = textwrap.dedent('''
     import secrets, sys
     import uvicorn
+
+    failed = set()
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -53,7 +63,12 @@ FAKE_ZROK = textwrap.dedent('''
         while (await receive()).get("more_body"):
             pass
         path = scope["path"]
-        if scope["method"] == "POST" and path.endswith("/api/v2/account"):
+        if scope["method"] == "POST" and path.startswith("/bench-control/fail/"):
+            failed.add(path.rpartition("/")[2])
+            body, status = b"{}", 200
+        elif path.split("/")[1] in failed:
+            body, status = b\'{"error": "bench: frontend failed"}\', 503
+        elif scope["method"] == "POST" and path.endswith("/api/v2/account"):
             body = b'{"accountToken": "%s"}' % secrets.token_hex(12).encode()
             status = 201
         else:
@@ -143,8 +158,11 @@ class Run:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def storm(name: str, servers: list[tuple[str, int]], count: int, concurrency: int, make_request) -> Run:
-    """Send `count` requests from `concurrency` connections spread over the servers."""
+async def storm(name: str, servers: list[tuple[str, int]], count: int, concurrency: int, make_request,
+                on_response=None) -> Run:
+    """Send `count` requests from `concurrency` connections spread over the servers.
+
+    `on_response(index, status, payload)`, if given, is called for every response."""
     next_index = 0
     latencies: list[float] = []
     failures: dict[int, int] = {}
@@ -162,6 +180,8 @@ async def storm(name: str, servers: list[tuple[str, int]], count: int, concurren
                 started = time.perf_counter()
                 status, payload = await connection.request(method, path, body, headers)
                 latencies.append((time.perf_counter() - started) * 1000)
+                if on_response is not None:
+                    on_response(index, status, payload)
                 if status != 200:
                     failures[status] = failures.get(status, 0) + 1
                     if failures[status] == 1:
@@ -191,7 +211,11 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(0.05):
-            self.peak = max(self.peak, self.current())
+            try:
+                self.peak = max(self.peak, self.current())
+            except psutil.NoSuchProcess:
+                # A server exited: the run failed, and its error is reported where it happened.
+                return
 
 
 def write_inventory(directory: Path, zrok_port: int, frontends: int, capacity: int) -> Path:
@@ -217,12 +241,11 @@ def write_inventory(directory: Path, zrok_port: int, frontends: int, capacity: i
 
 
 def spawn_servers(database_url: str, replicas: int, inventory: Path, workdir: Path,
-                  pool_size: int) -> list[tuple[subprocess.Popen, int]]:
+                  pool_size: int, extra_env: dict | None = None) -> list[tuple[subprocess.Popen, int]]:
     """Start the control server processes. Several replicas need a PostgreSQL URL."""
-    # TODO: several replicas on PostgreSQL (`--database postgresql://... --replicas N`); the
-    # server supports it through the monitor lease, the benchmark does not start them yet.
-    if replicas != 1 or not database_url.startswith("sqlite"):
-        raise SystemExit("error: this version runs one replica on SQLite only: drop --replicas/--database")
+    if replicas > 1 and database_url.startswith("sqlite"):
+        raise SystemExit("error: --replicas above 1 needs a PostgreSQL database: pass --database postgres-temp "
+                         "or a postgresql:// URL")
     servers = []
     for _ in range(replicas):
         port = free_port()
@@ -230,7 +253,7 @@ def spawn_servers(database_url: str, replicas: int, inventory: Path, workdir: Pa
                    FLEET_LOG_LEVEL="warning",
                    FLEET_ZROK_ACCOUNT_POOL_SIZE=str(pool_size), FLEET_MOVE_INTERVAL_S="1",
                    # One refill before the storm; none during it, as after a pool filled ahead of a wave.
-                   FLEET_ZROK_ACCOUNT_POOL_REFILL_INTERVAL_S="3600")
+                   FLEET_ZROK_ACCOUNT_POOL_REFILL_INTERVAL_S="3600", **(extra_env or {}))
         process = subprocess.Popen(
             [sys.executable, "-m", "controlserver", "serve", "--inventory", str(inventory),
              "--database", database_url, "--listen", f"127.0.0.1:{port}",
@@ -238,9 +261,73 @@ def spawn_servers(database_url: str, replicas: int, inventory: Path, workdir: Pa
             env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"server-{port}.log", "w"),
         )
         servers.append((process, port))
+        if len(servers) == 1:
+            # The first replica migrates the schema alone; the others start once it serves.
+            wait_for("127.0.0.1", port, "/readyz", timeout_s=120)
     for process, port in servers:
-        wait_for("127.0.0.1", port, "/readyz")
+        wait_for("127.0.0.1", port, "/readyz", timeout_s=120)
     return servers
+
+
+def stop_servers(servers: list[tuple[subprocess.Popen, int]]) -> None:
+    for process, _ in servers:
+        process.send_signal(signal.SIGTERM)
+    for process, _ in servers:
+        process.wait(timeout=30)
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    # PostgreSQL does not run as root; the cluster then belongs to `nobody`.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "nobody", "--", *command]
+    return command
+
+
+@contextlib.contextmanager
+def temporary_postgres(workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Run a throwaway PostgreSQL cluster under `workdir` on loopback; yield its URL and data directory.
+
+    The cluster uses synchronous_commit=off: a commit returns before its WAL reaches the disk,
+    and a crash loses the last commits but never corrupts the database. That matches SQLite's
+    synchronous=NORMAL in WAL mode, which the server uses, so both databases pay the same for
+    durability. A production PostgreSQL keeps the default (on) and pays a WAL flush per commit.
+    """
+    search_path = "/usr/local/bin:" + os.environ.get("PATH", "")
+    initdb = shutil.which("initdb", path=search_path)
+    pg_ctl = shutil.which("pg_ctl", path=search_path)
+    if not initdb or not pg_ctl:
+        raise SystemExit("error: --database postgres-temp needs PostgreSQL's initdb and pg_ctl on PATH")
+    directory = workdir / "postgres"
+    data = directory / "data"
+    data.mkdir(parents=True)
+    if os.geteuid() == 0:
+        shutil.chown(directory, "nobody")
+        shutil.chown(data, "nobody")
+        workdir.chmod(0o755)
+    subprocess.run(_as_postgres_user([initdb, "-D", str(data), "-U", "fleet", "--auth=trust"]),
+                   check=True, capture_output=True, timeout=120)
+    port = free_port()
+    options = (f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c synchronous_commit=off "
+               "-c max_connections=200 -c shared_buffers=128MB")
+    subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-l", str(directory / "postgres.log"),
+                                      "-o", options, "-w", "start"]),
+                   check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://fleet@127.0.0.1:{port}/postgres", data
+    finally:
+        subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]),
+                       capture_output=True, timeout=120)
+
+
+def postgres_cpu_seconds(data: Path) -> float:
+    """Return the CPU time of a temporary cluster: its postmaster, live backends and exited ones."""
+    main = psutil.Process(int((data / "postmaster.pid").read_text().split()[0]))
+    times = main.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in main.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(child.cpu_times()[:2])
+    return total
 
 
 def wait_for_pools(address: tuple[str, int], admin: dict, wanted: int) -> None:
@@ -258,16 +345,29 @@ def wait_for_pools(address: tuple[str, int], admin: dict, wanted: int) -> None:
     raise SystemExit(f"error: the account pools hold {pooled:.0f} of {wanted} accounts after 600 s")
 
 
+def accounts_created(addresses: list[tuple[str, int]], admin: dict) -> float:
+    """Return the zrok accounts that the servers created through the admin API so far."""
+    total = 0.0
+    for address in addresses:
+        _status, payload = asyncio.run(_one_request(*address, "GET", "/metrics", None, admin))
+        total += sum(float(line.rpartition(" ")[2]) for line in payload.decode().splitlines()
+                     if line.startswith("fleet_zrok_accounts_created_total{"))
+    return total
+
+
 def fill_database(database_url: str, total: int, frontends: int) -> int:
     """Insert printers straight into the database until it holds `total`; return how many were added."""
     sys.path.insert(0, str(REPO))
-    from sqlalchemy import create_engine, func, insert, select, update
+    from sqlalchemy import func, insert, select, update
 
+    from controlserver.core.db import Database
     from controlserver.core.security import hash_token, new_password
     from controlserver.models import Frontend, Printer, utcnow
 
-    engine = create_engine(database_url, connect_args={"timeout": 60})
-    with engine.begin() as connection:
+    db = Database(database_url)
+    # A write transaction from the start (BEGIN IMMEDIATE on SQLite): a read first and a write
+    # later would fail with "database is locked" whenever the server commits in between.
+    with db.write() as connection:
         existing = connection.scalar(select(func.count()).select_from(Printer))
         missing = max(0, total - existing)
         now = utcnow()
@@ -292,7 +392,7 @@ def fill_database(database_url: str, total: int, frontends: int) -> int:
         for name, added in added_per_frontend.items():
             connection.execute(update(Frontend).where(Frontend.name == name)
                                .values(assigned=Frontend.assigned + added))
-    engine.dispose()
+    db.dispose()
     return missing
 
 
@@ -303,6 +403,23 @@ def print_run(run: Run) -> None:
           + (f", FAILED {failed} {run.failures}" if failed else ""))
 
 
+def open_database(stack: contextlib.ExitStack, spec: str | None, workdir: Path) -> tuple[str, Path | None]:
+    """Return the database URL for --database, and the data directory if the bench runs PostgreSQL itself."""
+    if spec is None:
+        return f"sqlite:///{workdir / 'control.db'}", None
+    if spec == "postgres-temp":
+        return stack.enter_context(temporary_postgres(workdir))
+    return spec, None
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database",
+                        help="database URL of an empty database, or `postgres-temp` for a throwaway PostgreSQL "
+                             "cluster started with initdb and pg_ctl (default: a fresh SQLite file)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="control server processes on the one database (default 1; above 1 needs PostgreSQL)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=10_000, help="printers to register (default 10000)")
@@ -310,18 +427,17 @@ def main() -> int:
     parser.add_argument("--stored", type=int, default=100_000,
                         help="printers in the database for the final RSS figure (default 100000; 0 skips)")
     parser.add_argument("--frontends", type=int, default=50, help="frontends in the generated inventory")
-    parser.add_argument("--database", help="database URL (default: a fresh SQLite file in a temporary directory)")
     parser.add_argument("--pool-size", type=int,
                         help="zrok accounts each frontend's pool holds before the storm (default: enough for "
                              "--count; 0 creates every account during registration)")
-    parser.add_argument("--replicas", type=int, default=1, help="control server processes (1 for now)")
+    add_database_options(parser)
     args = parser.parse_args()
 
     capacity = -(-max(args.count, args.stored) * 11 // 10 // args.frontends)
     pool_size = args.pool_size if args.pool_size is not None else -(-args.count * 11 // 10 // args.frontends)
-    with tempfile.TemporaryDirectory(prefix="registration-storm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="registration-storm-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        database_url = args.database or f"sqlite:///{workdir / 'control.db'}"
+        database_url, postgres_data = open_database(stack, args.database, workdir)
         zrok_port = free_port()
         zrok = subprocess.Popen([sys.executable, "-c", FAKE_ZROK, str(zrok_port)], cwd=workdir)
         servers: list[tuple[subprocess.Popen, int]] = []
@@ -335,6 +451,9 @@ def main() -> int:
             print(f"control server: {len(servers)} process(es) on {database_url}; {args.frontends} frontends "
                   f"x {capacity} capacity; {args.count} printers, {args.concurrency} connections; "
                   f"{os.cpu_count()} CPUs")
+
+            def database_cpu() -> float:
+                return postgres_cpu_seconds(postgres_data) if postgres_data else 0.0
 
             admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             if pool_size:
@@ -353,9 +472,11 @@ def main() -> int:
                 }).encode()
                 return "POST", "/v1/printers/register", body, enroll
 
-            cpu_before = sampler.cpu_seconds()
+            created_before = accounts_created(addresses, admin)
+            cpu_before, database_before = sampler.cpu_seconds(), database_cpu()
             registrations = asyncio.run(storm("registrations", addresses, args.count, args.concurrency, registration))
             cpu_registrations = sampler.cpu_seconds() - cpu_before
+            database_registrations = database_cpu() - database_before
             noop = asyncio.run(storm("GET /healthz", addresses, args.count, args.concurrency,
                                      lambda _index: ("GET", "/healthz", None, {})))
             cpu_noop = sampler.cpu_seconds() - cpu_before - cpu_registrations
@@ -365,7 +486,13 @@ def main() -> int:
             print(f"ratio registrations/no-op: {registrations.rate / noop.rate:.2f}")
             print(f"server CPU per request: registration {cpu_registrations / args.count * 1000:.2f} ms, "
                   f"no-op {cpu_noop / args.count * 1000:.2f} ms")
+            if postgres_data:
+                print(f"PostgreSQL CPU per registration: {database_registrations / args.count * 1000:.2f} ms")
             print(f"peak server RSS during the storm: {peak_storm / 2**20:.0f} MiB")
+            # Registrations on a frontend whose pool ran dry create their account through the admin
+            # API during the request, which costs several times the CPU of a pooled one.
+            print(f"zrok accounts created during the storm (pools empty): "
+                  f"{accounts_created(addresses, admin) - created_before:.0f}")
 
             if args.stored:
                 added = fill_database(database_url, args.stored, args.frontends)
@@ -377,10 +504,7 @@ def main() -> int:
             failed = sum(registrations.failures.values()) + sum(noop.failures.values())
             return 1 if failed else 0
         finally:
-            for process, _ in servers:
-                process.send_signal(signal.SIGTERM)
-            for process, _ in servers:
-                process.wait(timeout=30)
+            stop_servers(servers)
             zrok.terminate()
             zrok.wait(timeout=10)
 

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controlserver import __version__, metrics
 from controlserver.api.middleware import RequestMiddleware
 from controlserver.api.ratelimit import RateLimitMiddleware, TokenRateLimiter
-from controlserver.api.routes import router
+from controlserver.api.routes import agent_router, router
 from controlserver.api.schemas import NO_NUL_PATTERN, NUL_MESSAGE, PRINTER_ID_RULE
 from controlserver.core.db import Database, GroupCommit, TransactionPerCall
 from controlserver.core.roles import TokenRegistry
@@ -144,6 +144,10 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Enrollment, assignment of printers to zrok frontends, health and moves.",
         lifespan=lifespan,
+        # The server exports Prometheus metrics (/metrics), not OpenTelemetry. With telemetry on,
+        # FastAPI looks up the global OpenTelemetry providers (environment reads included) on
+        # every request: 6 % of the event loop's time in a py-spy profile of bench/registration_storm.py.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.fleet = fleet
     app.state.inventory = inventory
@@ -152,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Registrations and heartbeats go through the writer: on SQLite one thread that commits the
     # queued ones together, on PostgreSQL a pool of threads with a transaction each.
     app.state.writer = GroupCommit(db) if db.is_sqlite else TransactionPerCall(db)
+    app.include_router(agent_router)
     app.include_router(router)
     _install_error_handlers(app)
     dashboard = create_dashboard(settings, fleet, tokens.admin_hash)

@@ -16,11 +16,14 @@ from sqlalchemy import text
 
 from controlserver import metrics
 from controlserver.api import schemas
+from controlserver.api.agent_route import AgentRoute
 from controlserver.core.roles import Identity, Permission
 from controlserver.errors import AuthenticationFailed, Forbidden, NotReady
 from controlserver.services.fleet import Fleet
 
 router = APIRouter()
+# The agents' endpoints: requests that pass validation skip FastAPI's dependency solving there.
+agent_router = APIRouter(route_class=AgentRoute)
 bearer_scheme = HTTPBearer(auto_error=False, description="admin, operator, enrollment or printer token")
 
 ERRORS = {
@@ -92,21 +95,24 @@ AccessIdentity = Annotated[Identity, Depends(require(Permission.ACCESS))]
 
 # -- printers ----------------------------------------------------------------------------------
 
-@router.post("/v1/printers/register", response_model=schemas.RegisterResponse, responses=ERRORS,
+@agent_router.post("/v1/printers/register", response_model=schemas.RegisterResponse, responses=ERRORS,
              tags=["printers"], response_model_exclude_none=True)
-async def register_printer(request: Request, body: schemas.RegisterRequest, fleet: FleetDep, token: BearerDep):
+async def register_printer(request: Request, body: schemas.RegisterRequest, token: BearerDep):
     """Enroll (enrollment token) or re-register (printer token) a printer and return its assignment."""
+    # The fleet comes from app.state directly on the two agent routes: each dependency costs
+    # FastAPI a solve per request, and these routes carry the fleet's load.
+    fleet: Fleet = request.app.state.fleet
     printer_token, assigned = await _in_transaction(request, fleet.register_in_transaction, token, body)
     response = await _maybe_in_thread(assigned.account_token is None, fleet.registration_response,
                                       body, printer_token, assigned)
     return _json(response, exclude_none=True)
 
 
-@router.post("/v1/printers/{printer_id}/heartbeat", response_model=schemas.HeartbeatResponse,
+@agent_router.post("/v1/printers/{printer_id}/heartbeat", response_model=schemas.HeartbeatResponse,
              responses=ERRORS, tags=["printers"])
-async def heartbeat(request: Request, printer_id: PrinterId, body: schemas.HeartbeatRequest, fleet: FleetDep,
-                    token: BearerDep):
+async def heartbeat(request: Request, printer_id: PrinterId, body: schemas.HeartbeatRequest, token: BearerDep):
     """Record the agent's state and tell it to stay, move or restart its share."""
+    fleet: Fleet = request.app.state.fleet
     decision = await _in_transaction(request, fleet.heartbeat_in_transaction, token, printer_id, body)
     response = await _maybe_in_thread(decision.assigned.account_token is None, fleet.heartbeat_response, decision)
     return _json(response)

@@ -221,17 +221,29 @@ class GroupCommit:
         self._start_lock = threading.Lock()
 
     async def run(self, function: WriteFunction, *args):
-        """Run `function(connection, *args)` and return its result after its batch commits."""
-        return await asyncio.wrap_future(self.submit(function, *args))
+        """Run `function(connection, *args)` and return its result after its batch commits.
+
+        The result comes back through an asyncio future that the writer completes with one
+        call into the event loop per batch. A concurrent.futures.Future per request, wrapped
+        with asyncio.wrap_future, cost a lock, a condition and a loop wake-up each.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._put((future, function, args, loop))
+        return await future
 
     def submit(self, function: WriteFunction, *args) -> Future:
+        """Queue `function(connection, *args)` from any thread; the Future completes after the commit."""
+        future: Future = Future()
+        self._put((future, function, args, None))
+        return future
+
+    def _put(self, job: tuple) -> None:
         with self._start_lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="database-writer", daemon=True)
                 self._thread.start()
-        future: Future = Future()
-        self._queue.put((future, function, args))
-        return future
+        self._queue.put(job)
 
     def close(self) -> None:
         """Run what is queued, then stop the writer thread."""
@@ -262,35 +274,70 @@ class GroupCommit:
                 return
 
     def _run_batch(self, batch: list) -> None:
-        jobs = [(future, function, args) for future, function, args in batch if future.set_running_or_notify_cancel()]
-        outcomes: list[tuple[Future, bool, object]] = []
+        jobs = [job for job in batch if _start(job)]
+        outcomes: list[tuple[tuple, bool, object]] = []
         try:
             with self.db.write() as connection:
                 # Savepoints go straight to the driver, which skips SQLAlchemy's work per
                 # statement, as DriverStatement does.
                 driver = connection.connection.driver_connection
-                for future, function, args in jobs:
+                for job in jobs:
+                    _future, function, args, _loop = job
                     driver.execute("SAVEPOINT fleet_write")
                     try:
                         result = function(connection, *args)
                     except Exception as exc:
                         driver.execute("ROLLBACK TO fleet_write")
                         driver.execute("RELEASE fleet_write")
-                        outcomes.append((future, False, exc))
+                        outcomes.append((job, False, exc))
                     else:
                         driver.execute("RELEASE fleet_write")
-                        outcomes.append((future, True, result))
+                        outcomes.append((job, True, result))
         except Exception as exc:
             log.error("write batch rolled back", extra={"count": len(jobs), "error": type(exc).__name__})
-            failed = {id(future): value for future, ok, value in outcomes if not ok}
-            for future, _function, _args in jobs:
-                future.set_exception(failed.get(id(future), exc))
-            return
-        for future, ok, value in outcomes:
+            failed = {id(job): value for job, ok, value in outcomes if not ok}
+            outcomes = [(job, False, failed.get(id(job), exc)) for job in jobs]
+        _deliver(outcomes)
+
+
+def _start(job: tuple) -> bool:
+    """Tell whether a queued job still has a caller waiting for it."""
+    future, _function, _args, loop = job
+    if loop is None:
+        return future.set_running_or_notify_cancel()
+    # Read from the writer thread: a cancel that comes later is handled in _set_outcomes.
+    return not future.cancelled()
+
+
+def _deliver(outcomes: list[tuple[tuple, bool, object]]) -> None:
+    """Hand each job's result or exception to its caller, one event loop call per loop."""
+    per_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for outcome in outcomes:
+        (future, _function, _args, loop), ok, value = outcome
+        if loop is None:
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        else:
+            per_loop.setdefault(loop, []).append(outcome)
+    for loop, loop_outcomes in per_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set_outcomes, loop_outcomes)
+        except RuntimeError:
+            # The event loop closed while the batch ran (server shutdown): nobody waits any more.
+            log.warning("write results dropped: the event loop is closed", extra={"count": len(loop_outcomes)})
+
+
+def _set_outcomes(outcomes: list[tuple[tuple, bool, object]]) -> None:
+    for (future, _function, _args, _loop), ok, value in outcomes:
+        if future.done():
+            # The caller was cancelled, e.g. its client disconnected; the write is committed anyway.
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _create_sqlite_engine(url: str) -> Engine:

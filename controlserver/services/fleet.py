@@ -230,7 +230,8 @@ class Fleet:
         now = utcnow()
         # The lookup by hash is an index search; the token is 256 random bits, so its hash
         # gives an attacker nothing to time.
-        printer = connection.execute(_printer_columns().where(PRINTERS.c.token_hash == token_hash)).first()
+        printer = connection.execute(
+            _printer_columns().where(PRINTERS.c.token_hash == token_hash).with_for_update()).first()
         if printer is None:
             raise AuthenticationFailed(
                 "the bearer token is not a valid printer token: register again with an enrollment token"
@@ -282,7 +283,8 @@ class Fleet:
         # The id exists: give back the reserved place and treat this as a re-enrollment.
         if frontend is not None:
             self._release(connection, frontend, states)
-        printer = connection.execute(_printer_columns().where(PRINTERS.c.id == request.printer_id)).first()
+        printer = connection.execute(
+            _printer_columns().where(PRINTERS.c.id == request.printer_id).with_for_update()).first()
         self._check_hardware(printer, request)
         connection.execute(update(PRINTERS).where(PRINTERS.c.id == printer.id)
                            .values(token_hash=hash_token(printer_token)))
@@ -416,13 +418,17 @@ class Fleet:
         states: dict[str, FrontendState],
         reason: str,
         now: datetime,
+        release_previous: bool = True,
     ) -> str | None:
-        """Assign the printer to the best other frontend with room; return its name or None."""
+        """Assign the printer to the best other frontend with room; return its name or None.
+
+        With release_previous=False the caller gives back the place on `previous` itself.
+        """
         exclude = frozenset({previous}) if previous else frozenset()
         chosen = self._reserve(connection, placement, states, exclude, reason)
         if chosen is None:
             return None
-        if previous is not None:
+        if previous is not None and release_previous:
             self._release(connection, previous, states)
         connection.execute(
             update(PRINTERS).where(PRINTERS.c.id == printer_id).values(
@@ -561,7 +567,7 @@ class Fleet:
         now = utcnow()
         printer = connection.execute(
             _printer_columns(PRINTERS.c.restart_share, PRINTERS.c.move_reason)
-            .where(PRINTERS.c.token_hash == token_hash)
+            .where(PRINTERS.c.token_hash == token_hash).with_for_update()
         ).first()
         if printer is None:
             raise AuthenticationFailed(
@@ -633,19 +639,32 @@ class Fleet:
             leaving = [name for name, state in states.items() if not _usable(state)]
             if not leaving:
                 return 0
+            # Lock order on PostgreSQL, the same as a registration's: printer rows, then the
+            # frontend rows that gain a printer, then the ones that lose it. So the batch locks its
+            # printers first, skipping those that a registration or heartbeat holds right now,
+            # and gives back the places on the leaving frontends at the end. Locking a leaving
+            # frontend after the first move and then waiting for a target deadlocks with a
+            # registration that holds that target and waits for the leaving frontend.
             printers = connection.execute(
                 _printer_columns().where(PRINTERS.c.frontend.in_(leaving))
                 .order_by(PRINTERS.c.assigned_at, PRINTERS.c.id).limit(self.settings.move_batch_size)
+                .with_for_update(skip_locked=True)
             ).all()
+            released: dict[str, int] = {}
             for printer in printers:
                 placement = Placement(printer.latitude, printer.longitude, printer.region, printer.latency_ms)
                 reason = _why_leave(states[printer.frontend])
-                chosen = self._move(connection, printer.id, printer.frontend, placement, states, reason, now)
+                chosen = self._move(connection, printer.id, printer.frontend, placement, states, reason, now,
+                                    release_previous=False)
                 if chosen is None:
                     log.warning("moves stopped: no frontend has capacity left",
                                 extra={"count": len(printers) - moved})
                     break
+                released[printer.frontend] = released.get(printer.frontend, 0) + 1
                 moved += 1
+            for frontend in sorted(released):
+                connection.execute(update(FRONTENDS).where(FRONTENDS.c.name == frontend)
+                                   .values(assigned=FRONTENDS.c.assigned - released[frontend]))
         if moved:
             log.info("move batch done", extra={"moved": moved})
         return moved

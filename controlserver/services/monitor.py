@@ -151,8 +151,11 @@ class Monitor:
         settings = self.settings
         now = utcnow()
         self.fleet.invalidate_frontend_states()
-        with self.fleet.db.write_session() as session:
-            for name, error in results.items():
+        for name, error in results.items():
+            # One transaction per frontend. A registration holds the row of the frontend that it
+            # moves a printer to while it waits for the row of the one it leaves. A transaction
+            # that locks several frontend rows in name order deadlocks with it on PostgreSQL.
+            with self.fleet.db.write_session() as session:
                 row = session.get(Frontend, name)
                 if row is None:
                     continue

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from controlserver.services.assignment import FrontendState, Placement, rank
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controlserver.services.assignment import FrontendState, Placement, rank, score
 from tests.controlserver.conftest import NEAR_EU, NEAR_US, frontend_vars, run_sql, write_inventory
 
 DATABASE_ENGINES = ("sqlite", "postgresql")
@@ -19,6 +22,28 @@ FRONTENDS = [state("eu-1", 50.5, 12.4), state("us-1", 39.0, -77.5), state("ap-1"
 
 def names(frontends) -> list[str]:
     return [f.name for f in frontends]
+
+
+# A few fixed places besides random ones, so that load and names often decide the order.
+latitudes = st.sampled_from([50.1, 50.5, 39.0]) | st.floats(min_value=-90, max_value=90)
+longitudes = st.sampled_from([8.7, 12.4, -77.5]) | st.floats(min_value=-180, max_value=180)
+frontend_states = st.builds(
+    state, name=st.sampled_from(["eu-1", "eu-2", "us-1", "us-2", "ap-1"]), lat=latitudes, lon=longitudes,
+    assigned=st.integers(0, 12), capacity=st.integers(0, 10), healthy=st.booleans(), draining=st.booleans(),
+)
+placements = st.builds(
+    Placement, latitude=st.none() | latitudes, longitude=st.none() | longitudes,
+    region=st.none() | st.sampled_from(["eu", "us", "ap"]),
+    latency_ms=st.none() | st.dictionaries(st.sampled_from(["eu-1", "us-1", "ap-1"]), st.floats(0, 500)),
+)
+
+
+@given(st.lists(frontend_states, max_size=8, unique_by=lambda f: f.name), placements,
+       st.frozensets(st.sampled_from(["eu-1", "us-2"])))
+def test_rank_orders_by_score(frontends, placement, exclude):
+    expected = sorted((f for f in frontends if f.assignable and f.name not in exclude),
+                      key=lambda f: (score(f, placement, 30.0), f.name))
+    assert names(rank(frontends, placement, 30.0, exclude)) == names(expected)
 
 
 def test_rank_nearest_first():

@@ -245,3 +245,48 @@ def test_long_job_round_keeps_lease(fleet_files, replicas):
     finally:
         slow.shutdown()
         slow.server_close()
+
+
+def test_moves_and_reregistrations_keep_counts(fleet_files):
+    """Agents re-register on both replicas while the monitor moves the same printers off a drained
+    frontend: each printer ends on one usable frontend, and every frontend's count matches."""
+    write_inventory(fleet_files["inventory"], {
+        "eu-1": frontend_vars(fleet_files["zrok"]["eu-1"], "eu", "fsn1", 20, "eu.fleet.test"),
+        "us-1": frontend_vars(fleet_files["zrok"]["us-1"], "us", "us-east-1", 20, "us.fleet.test"),
+    })
+    env = {"FLEET_LEASE_TTL_S": "2", "FLEET_MOVE_INTERVAL_S": "0.2", "FLEET_MOVE_BATCH_SIZE": "2"}
+    replicas = [ServerProcess(fleet_files, env=env).start() for _ in range(2)]
+    try:
+        admin = replicas[0].client()
+        enrollment = admin.enrollment_token()
+        printer_ids = [f"printer-{number:04d}" for number in range(16)]
+        tokens = {}
+        for printer_id in printer_ids:
+            response = admin.register(enrollment, printer_id, **NEAR_EU)
+            assert response.status_code == 200, response.text
+            tokens[printer_id] = response.json()["printer_token"]
+        clients = [replica.client() for replica in replicas]
+
+        def reregister(number: int) -> int:
+            # One request per printer at a time, as one agent sends them.
+            printer_id = printer_ids[number]
+            return clients[number % 2].register(tokens[printer_id], printer_id).status_code
+
+        for drained, other in [("eu-1", "us-1"), ("us-1", "eu-1"), ("eu-1", "us-1")]:
+            assert admin.client.post(f"/v1/frontends/{drained}/drain", headers=admin.admin).status_code == 200
+            assert admin.client.post(f"/v1/frontends/{other}/undrain", headers=admin.admin).status_code == 200
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                statuses = list(pool.map(reregister, range(len(printer_ids))))
+            assert statuses == [200] * len(statuses)
+
+            def moved_off() -> bool:
+                return admin.frontends()[drained]["assigned"] == 0
+
+            wait_until(moved_off, f"every printer to leave {drained}")
+            listed = admin.client.get("/v1/printers", headers=admin.admin).json()["printers"]
+            assert {printer["printer_id"]: printer["frontend"] for printer in listed} == dict.fromkeys(printer_ids, other)
+            counts = {name: frontend["assigned"] for name, frontend in admin.frontends().items()}
+            assert counts == {drained: 0, other: len(printer_ids)}
+    finally:
+        for replica in replicas:
+            replica.stop()
