@@ -237,7 +237,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error", extra={"method": request.method, "path": request.url.path,
-                                           "error": type(exc.orig).__name__})
+                                           "error": type(exc.orig).__name__,
+                                           # The driver's message, without the statement and its parameters.
+                                           "detail": str(exc.orig).splitlines()[0][:200] if str(exc.orig) else ""})
         return _error(503, "database_unavailable", "the database is unavailable: retry with backoff",
                       {"Retry-After": "10"})
 

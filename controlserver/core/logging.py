@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 CONTEXT_KEYS = (
     "printer", "frontend", "from_frontend", "to_frontend", "reason", "region", "count", "moved",
-    "holder", "method", "path", "status", "duration_ms", "error", "field", "host", "inventory",
+    "holder", "method", "path", "status", "duration_ms", "error", "detail", "field", "host", "inventory",
     "listen", "database", "url", "failures", "successes", "action", "request_id",
     "operator", "role",
 )

@@ -189,7 +189,8 @@ class Monitor:
                     elif row.healthy:
                         log.info("frontend probe failed", extra={"frontend": name, "error": error,
                                                                  "failures": row.consecutive_failures})
-            # Once per probe round, so the event list stays bounded without a job of its own.
+        # Once per probe round, so the event list stays bounded without a job of its own.
+        with self.fleet.db.write_session() as session:
             events.prune(session)
 
     # -- moves -----------------------------------------------------------------------------

@@ -77,6 +77,14 @@ def database_url(request, tmp_path: Path, database_engine: str) -> Iterator[str]
     cluster.drop_database(url)
 
 
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """The URL of an empty PostgreSQL database on the session's cluster, for tests that always need one."""
+    url = postgres_cluster.create_database()
+    yield url
+    postgres_cluster.drop_database(url)
+
+
 def run_sql(url: str, statement: str, **parameters) -> list[tuple]:
     """Run one SQL statement on the database at `url` and return its rows (none for writes)."""
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))

@@ -6,7 +6,6 @@ import httpx
 import pytest
 
 from tests.controlserver.conftest import ADMIN_TOKEN, NEAR_EU, NEAR_US, ServerProcess, wait_until
-from tests.controlserver.test_postgres_replicas import postgres_url  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.postgres
 
@@ -19,7 +18,7 @@ def start_replica(fleet_files, url: str) -> ServerProcess:
     return ServerProcess(fleet_files, env=env, database_url=url).start()
 
 
-def test_replicas_share_events_and_sessions(fleet_files, postgres_url):  # noqa: F811
+def test_replicas_share_events_and_sessions(fleet_files, postgres_url):
     replicas = [start_replica(fleet_files, postgres_url), start_replica(fleet_files, postgres_url)]
     try:
         first, second = (httpx.Client(base_url=r.url, timeout=30) for r in replicas)

@@ -10,7 +10,6 @@ from sqlalchemy import update
 
 from controlserver.models import Printer, utcnow
 from tests.controlserver.conftest import NEAR_EU, frontend_vars, write_inventory
-from tests.controlserver.test_postgres_replicas import postgres_url  # noqa: F401  (fixture)
 
 
 def scrape(api) -> dict[tuple[str, frozenset], float]:
@@ -121,7 +120,7 @@ def test_share_failing_clears_when_active(api):
 
 
 @pytest.mark.postgres
-def test_printer_gauges_on_postgres(make_api, postgres_url):  # noqa: F811
+def test_printer_gauges_on_postgres(make_api, postgres_url):
     api = make_api(database_url=postgres_url)
     tokens = enroll(api, "printer-0001", "printer-0002", "printer-0003")
     api.heartbeat(tokens["printer-0001"], "printer-0001", "eu-1", share_state="failed")

@@ -154,4 +154,5 @@ def test_moonraker_api_key_updated(server_process):
     again = api.register(enrolled["printer_token"], "printer-0001", moonraker_api_key=new_key)
 
     assert again.status_code == 200
-    assert api.printer("printer-0001")["moonraker_api_key"] == new_key
+    access = api.client.get("/v1/printers/printer-0001/access", headers=api.admin)
+    assert access.json()["moonraker_api_key"] == new_key
