@@ -99,7 +99,9 @@ def test_heartbeat_invalid_path_id_names_field(api):
     response = api.heartbeat(registered["printer_token"], "Printer_0001", "eu-1")
 
     assert response.status_code == 422, response.text
-    assert response.json()["message"].startswith("path.printer_id")
+    message = response.json()["message"]
+    assert message.startswith("printer_id 'Printer_0001' is invalid")
+    assert "^[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?$" in message
     assert api.printer("printer-0001")["last_heartbeat_at"] is None
 
 
