@@ -63,6 +63,7 @@ def test_added_region_takes_printers(tmp_path, fake_zrok):
     write_secrets(secrets_file, secrets)
 
     files = {"inventory": inventory_dir, "secrets": secrets_file, "database": tmp_path / "control.db",
+             "database_url": f"sqlite:///{tmp_path / 'control.db'}",
              "tmp": tmp_path}
     server = ServerProcess(files, env={"FLEET_PRINTER_PROBE_INTERVAL_S": "3600"}).start()
     try:

@@ -63,6 +63,7 @@ def test_vault_outside_inventory_accepted(tmp_path):
     password_file.write_text("correct horse battery staple")
     encrypt_vault(tmp_path / "secrets" / "vault.yml", {"fleet_admin_token": "x" * 32}, password_file)
     files = {"inventory": inventory_dir, "secrets": tmp_path / "secrets.yml", "database": tmp_path / "control.db",
+             "database_url": f"sqlite:///{tmp_path / 'control.db'}",
              "tmp": tmp_path}
 
     # The monitor stays off: the generated frontends have documentation addresses.
