@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
@@ -173,6 +174,9 @@ def run_program(
 ) -> tuple[dict[str, Any], FleetMocks]:
     """Run infra/__main__.py under mocks and return the resolved stack outputs and the mocks."""
     mocks = mocks if mocks is not None else FleetMocks()
+    # Pulumi's mocks create futures on the main thread's event loop. A test that ran asyncio.run()
+    # earlier in the session leaves no current loop there, so give the program a fresh one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_all_config(dict(config), list(secret_keys))
     pulumi.runtime.set_mocks(
