@@ -228,6 +228,30 @@ def wait_for_ssh(host: Host, deadline: float) -> None:
                        f"see {host_dir(host) / 'console.log'}")
 
 
+# Units that systemd could not start because their cgroup vanished while the container booted
+# ("Failed at step CGROUP spawning ...", exit status 219, EXIT_CGROUP). Seen once on a loaded
+# machine for systemd-user-sessions in one of ten hosts; starting the unit again works. Any other
+# failure is left for the checks.
+RESTART_CGROUP_FAILURES = r"""
+systemctl is-system-running --wait >/dev/null 2>&1
+for unit in $(systemctl --failed --no-legend --plain | awk '{print $1}'); do
+    if [ "$(systemctl show -p ExecMainStatus --value "$unit")" = 219 ]; then
+        systemctl reset-failed "$unit" && systemctl start "$unit" && echo "$unit"
+    fi
+done
+"""
+
+
+def restart_cgroup_failures(host: Host) -> None:
+    """Start once more the units that failed at boot only because their cgroup was missing."""
+    result = subprocess.run(
+        ["ssh", "-i", str(SSH_KEY), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{host.address}", RESTART_CGROUP_FAILURES],
+        capture_output=True, text=True, timeout=300)
+    for unit in result.stdout.split():
+        print(f"  {host.name}: {unit} failed at boot without its cgroup; started it once more", flush=True)
+
+
 # Teardown
 
 def stop_container(host: Host) -> None:

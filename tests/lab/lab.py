@@ -44,6 +44,7 @@ def up_hosts() -> dict:
         deadline = time.monotonic() + hosts.BOOT_TIMEOUT
         with concurrent.futures.ThreadPoolExecutor(len(topology.HOSTS)) as pool:
             list(pool.map(lambda h: hosts.wait_for_ssh(h, deadline), topology.HOSTS))
+            list(pool.map(hosts.restart_cgroup_failures, stopped))
     inventory.write_inventory(ssh_key, PKI_DIR)
     timings["hosts"] = time.monotonic() - started
     print(f"lab: {len(topology.HOSTS)} hosts answer on SSH after {timings['hosts']:.0f} s; "
