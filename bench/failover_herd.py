@@ -10,8 +10,8 @@ control server process(es), then:
  3. waits until the monitor marks bench-000 unhealthy (--unhealthy-after failed probes, one probe
     every --probe-interval seconds);
  4. sends one heartbeat from every agent at once and prints p50/p99 latency and the actions;
- 5. re-registers every agent at once with its printer token (a re-registering printer whose
-    frontend is unusable moves at once) and prints p50/p99 latency and the time until every
+ 5. re-registers every agent at once with its printer token. A re-registering printer whose
+    frontend is unusable moves at once. It prints p50/p99 latency and the time until every
     printer was assigned elsewhere, counted from the failure and from the start of the herd.
 
 It then checks through the admin API that no frontend is over capacity, that bench-000 keeps no

@@ -28,7 +28,7 @@ SWEEP_AT_KEYS = 10_000
 class TokenRateLimiter:
     """Token buckets per token kind and key; `limits` maps each kind to its requests per minute.
 
-    A bucket holds as many requests as its kind's limit, so a full minute's worth may come at once.
+    A bucket has room for as many requests as its kind's limit, so a full minute's worth may come at once.
     """
 
     def __init__(self, limits: dict[str, int]) -> None:

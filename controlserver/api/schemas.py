@@ -152,7 +152,7 @@ class PrinterAccess(PrinterView):
     moonraker_api_key: str | None = Field(
         description="send as header X-Api-Key; null when the agent reported none (Moonraker then needs no key "
                     "from trusted clients, or rejects the request)")
-    warnings: list[str] = Field(description="reasons why the public URL may not answer right now")
+    warnings: list[str] = Field(description="reasons why the public URL may not respond right now")
 
 
 class FrontendView(BaseModel):

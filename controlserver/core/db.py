@@ -325,7 +325,7 @@ def _deliver(outcomes: list[tuple[tuple, bool, object]]) -> None:
         try:
             loop.call_soon_threadsafe(_set_outcomes, loop_outcomes)
         except RuntimeError:
-            # The event loop closed while the batch ran (server shutdown): nobody waits any more.
+            # The event loop closed while the batch ran at server shutdown, so no request waits for these results.
             log.warning("write results dropped: the event loop is closed", extra={"count": len(loop_outcomes)})
 
 

@@ -152,7 +152,7 @@ class Monitor:
         now = utcnow()
         self.fleet.invalidate_frontend_states()
         for name, error in results.items():
-            # One transaction per frontend. A registration holds the row of the frontend that it
+            # One transaction per frontend. A registration locks the row of the frontend that it
             # moves a printer to while it waits for the row of the one it leaves. A transaction
             # that locks several frontend rows in name order deadlocks with it on PostgreSQL.
             with self.fleet.db.write_session() as session:

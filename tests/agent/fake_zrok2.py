@@ -144,7 +144,7 @@ def main(argv):
         with locked_state() as state:
             check_fault(state, "delete share", "unable to delete share")
             shares = instance(state, endpoint)["shares"]
-            # zrok deletes only shares of the current environment and answers 404 for any other.
+            # zrok deletes only shares of the current environment and returns 404 for any other.
             if not any(s["shareToken"] == token and s["envZId"] == environment["ziti_identity"] for s in shares):
                 fail(f"unable to delete share ([DELETE /unshare][404] unshareNotFound)")
             shares[:] = [s for s in shares if s["shareToken"] != token]

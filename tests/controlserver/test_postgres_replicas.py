@@ -202,7 +202,7 @@ def test_sigkill_during_storm_loses_nothing(fleet_files, replicas):
 
 
 class SlowHandler(http.server.BaseHTTPRequestHandler):
-    """A health endpoint that takes SLOW_PROBE_S to answer, longer than the lease lasts."""
+    """A health endpoint that takes SLOW_PROBE_S to respond, longer than the lease lasts."""
 
     def do_GET(self) -> None:
         time.sleep(SLOW_PROBE_S)

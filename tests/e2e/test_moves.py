@@ -137,7 +137,7 @@ def test_drain_moves_printers_in_batches(lab):
         f"not every frontend was healthy within {FRONTEND_RECOVERY_BOUND:.0f} s before the drain"
     )
     # A printer that failed over away from a frontend comes back to it with a new zrok environment,
-    # while its share from the earlier environment still holds the name there. The agent disables
+    # while its share from the earlier environment still reserves the name there. The agent disables
     # that environment through the controller API, and this drain checks that it does.
     draining = busiest_frontend(lab)
     carried = [pid for pid, name in frontend_of(fleet.printers(lab)).items() if name == draining]
