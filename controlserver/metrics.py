@@ -52,6 +52,20 @@ PRINTER_ACCESS = Counter(
     "fleet_printer_access_total", "Printer credentials handed out through /access, by the caller's role.",
     ["role"], registry=REGISTRY,
 )
+# Children of the labelled metrics by label values: labels() validates its arguments and takes a
+# lock on every call, which the registration storm showed as a visible cost.
+_CHILDREN: dict[tuple, object] = {}
+
+
+def child(metric, *label_values: str):
+    """Return `metric.labels(*label_values)`, remembered for the next call with the same values."""
+    key = (id(metric), *label_values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*label_values)
+    return found
+
+
 MONITOR_LEADER = Gauge(
     "fleet_monitor_leader", "1 while this process holds the monitor lease.", registry=REGISTRY,
 )

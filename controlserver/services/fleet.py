@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
@@ -40,7 +40,7 @@ from controlserver.inventory import FrontendConfig
 from controlserver.models import EnrollmentToken, Frontend, PooledZrokAccount, Printer, ZrokAccount, utcnow
 from controlserver.services import events
 from controlserver.services.access import access_warnings
-from controlserver.services.assignment import FrontendState, Placement, rank
+from controlserver.services.assignment import FrontendState, Placement, Site, best_few, best_first, sites_of
 from controlserver.services.zrok import ZrokAdmin
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Fleet:
         self.db = db
         self.settings = settings
         self.zrok = zrok
-        self._states_cache: tuple[float, dict[str, FrontendState]] | None = None
+        self._states_cache: tuple[float, dict[str, FrontendState], list[Site]] | None = None
         # RETURNING tells whether the row was inserted: SQLAlchemy promises rowcount only for
         # UPDATE and DELETE, and psycopg reports none for this INSERT.
         self._insert_printer = db.insert_ignoring_conflicts(PRINTERS).returning(PRINTERS.c.id)
@@ -394,20 +394,20 @@ class Fleet:
         The conditional UPDATE is the capacity check: it reserves a place only while
         `assigned < capacity` is true in the database, whatever the snapshot in `states` says.
         """
-        for candidate in rank(list(states.values()), placement, self.settings.load_weight_ms, exclude):
+        for candidate in best_first(states, placement, self.settings.load_weight_ms, exclude, self._sites(states)):
             if self._reserve_place.rowcount(connection, {"b_frontend": candidate.name}) == 1:
-                states[candidate.name] = replace(candidate, assigned=candidate.assigned + 1)
-                metrics.ASSIGNMENTS.labels(frontend=candidate.name, reason=reason).inc()
+                states[candidate.name] = candidate.with_assigned(candidate.assigned + 1)
+                metrics.child(metrics.ASSIGNMENTS, candidate.name, reason).inc()
                 return candidate.name
             # The snapshot was stale: the frontend is full or no longer usable.
-            states[candidate.name] = replace(candidate, assigned=candidate.capacity)
+            states[candidate.name] = candidate.with_assigned(candidate.capacity)
         return None
 
     @staticmethod
     def _release(connection: Connection, frontend: str, states: dict[str, FrontendState]) -> None:
         connection.execute(RELEASE_PLACE, {"b_frontend": frontend})
         if frontend in states:
-            states[frontend] = replace(states[frontend], assigned=states[frontend].assigned - 1)
+            states[frontend] = states[frontend].with_assigned(states[frontend].assigned - 1)
 
     def _move(
         self,
@@ -469,8 +469,13 @@ class Fleet:
                 in_inventory=bool(row.in_inventory), api_endpoint=row.api_endpoint,
                 share_domain=row.share_domain,
             )
-        self._states_cache = (time.monotonic(), states)
+        self._states_cache = (time.monotonic(), states, sites_of(states.values()))
         return states
+
+    def _sites(self, states: dict[str, FrontendState]) -> list[Site] | None:
+        """Return the sites of the cached frontends if `states` is that cache, else None."""
+        cached = self._states_cache
+        return cached[2] if cached is not None and cached[1] is states else None
 
     def _state_of(self, connection: Connection, states: dict[str, FrontendState], name: str) -> FrontendState:
         """Return the frontend's state, rereading the frontends if another replica added it since."""
@@ -603,12 +608,12 @@ class Fleet:
         if action != "stay":
             log.info("heartbeat answered", extra={"printer": printer_id, "frontend": frontend,
                                                   "action": action, "reason": reason})
-        metrics.HEARTBEAT_ACTIONS.labels(action=action).inc()
+        metrics.child(metrics.HEARTBEAT_ACTIONS, action).inc()
 
         candidates = [
             schemas.Candidate(frontend=state.name, api_endpoint=state.api_endpoint)
-            for state in rank(list(states.values()), placement, self.settings.load_weight_ms,
-                              frozenset({frontend}))[:CANDIDATE_COUNT]
+            for state in best_few(CANDIDATE_COUNT, list(states.values()), placement,
+                                  self.settings.load_weight_ms, frozenset({frontend}))
         ]
         return HeartbeatDecision(action, reason, assigned, candidates)
 

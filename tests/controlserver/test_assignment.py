@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlserver.services.assignment import FrontendState, Placement, rank, score
+from controlserver.services.assignment import (
+    FrontendState,
+    Placement,
+    best_few,
+    best_first,
+    rank,
+    score,
+    sites_of,
+)
 from tests.controlserver.conftest import NEAR_EU, NEAR_US, frontend_vars, run_sql, write_inventory
 
 DATABASE_ENGINES = ("sqlite", "postgresql")
@@ -44,6 +52,34 @@ def test_rank_orders_by_score(frontends, placement, exclude):
     expected = sorted((f for f in frontends if f.assignable and f.name not in exclude),
                       key=lambda f: (score(f, placement, 30.0), f.name))
     assert names(rank(frontends, placement, 30.0, exclude)) == names(expected)
+
+
+@given(st.lists(frontend_states, max_size=8, unique_by=lambda f: f.name), placements,
+       st.frozensets(st.sampled_from(["eu-1", "us-2"])), st.integers(0, 9))
+def test_best_first_and_best_few_follow_rank(frontends, placement, exclude, count):
+    # The registration path takes best_first() and the heartbeat's candidates best_few().
+    ranked = names(rank(frontends, placement, 30.0, exclude))
+    states = {frontend.name: frontend for frontend in frontends}
+    assert names(best_first(states, placement, 30.0, exclude)) == ranked
+    # With sites, the first one comes from the nearest sites only; several frontends often share one.
+    assert names(best_first(states, placement, 30.0, exclude, sites_of(frontends))) == ranked
+    assert names(best_few(count, frontends, placement, 30.0, exclude)) == ranked[:count]
+
+
+def test_best_first_loaded_nearest_site():
+    # The two sites are about 2 ms of estimated round trip apart, so load decides between them.
+    frontends = [state("eu-1", 50.5, 12.4, assigned=9), state("eu-2", 50.5, 12.4, assigned=8),
+                 state("eu-3", 49.5, 11.1, assigned=0), state("us-1", 39.0, -77.5)]
+    states = {frontend.name: frontend for frontend in frontends}
+    ordered = names(best_first(states, Placement(latitude=50.6, longitude=12.5), 30.0, sites=sites_of(frontends)))
+    assert ordered == ["eu-3", "eu-2", "eu-1", "us-1"]
+
+
+def test_with_assigned_changes_only_the_count():
+    original = state("eu-1", 50.5, 12.4, assigned=3)
+    changed = original.with_assigned(4)
+    assert (changed.assigned, original.assigned) == (4, 3)
+    assert changed == FrontendState(**{**original.__dict__, "assigned": 4})
 
 
 def test_rank_nearest_first():
