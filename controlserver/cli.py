@@ -137,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, settle_gc=True),
         host=settings.listen_host,
         port=settings.listen_port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import sqlite3
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -202,142 +201,89 @@ class TransactionPerCall:
 
 
 class GroupCommit:
-    """Run write functions on one thread and commit the queued ones in one transaction (SQLite).
+    """Commit the writes that requests queue in one event loop iteration together (SQLite).
 
     SQLite runs one write transaction at a time, and beginning and committing one costs more than
-    a registration's statements. So the writer thread takes every function that queued up while
-    the previous batch ran (up to `max_batch`), runs each in a savepoint of one transaction, and
-    commits once. A function that raises is rolled back to its savepoint alone and its caller
-    gets the exception; the others of the batch still commit. Callers get their results only
-    after the commit, so no response goes out for a write that a crash could still lose. If the
-    commit fails, every caller of the batch gets the error.
+    a registration's statements. So run() queues the function, and a callback that the event loop
+    runs after every request that was ready has started runs the queued functions (up to
+    `max_batch`, the rest in the next callback) in one transaction, each in a savepoint of its own.
+    A function that raises is rolled back to its savepoint alone and its caller gets the exception;
+    the others of the batch still commit. Callers get their results only after the commit, so no
+    response goes out for a write that a crash could still lose. If the commit fails, every caller
+    of the batch gets the error.
+
+    The batch runs on the event loop thread. A writer thread cost about a tenth more CPU per
+    registration in bench/registration_storm.py, because the GIL changed hands around every
+    statement. So the loop waits while another connection holds SQLite's write lock; every write
+    transaction of the server is short, and the CLI commands' writes are single statements.
     """
 
     def __init__(self, db: Database, max_batch: int = 64) -> None:
         self.db = db
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._queued: list[tuple[asyncio.Future, WriteFunction, tuple]] = []
+        self._scheduled = False
 
     async def run(self, function: WriteFunction, *args):
-        """Run `function(connection, *args)` and return its result after its batch commits.
-
-        The result comes back through an asyncio future that the writer completes with one
-        call into the event loop per batch. A concurrent.futures.Future per request, wrapped
-        with asyncio.wrap_future, cost a lock, a condition and a loop wake-up each.
-        """
+        """Run `function(connection, *args)` and return its result after its batch commits."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._put((future, function, args, loop))
+        self._queued.append((future, function, args))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._run_queued)
         return await future
 
-    def submit(self, function: WriteFunction, *args) -> Future:
-        """Queue `function(connection, *args)` from any thread; the Future completes after the commit."""
-        future: Future = Future()
-        self._put((future, function, args, None))
-        return future
-
-    def _put(self, job: tuple) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="database-writer", daemon=True)
-                self._thread.start()
-        self._queue.put(job)
-
-    def close(self) -> None:
-        """Run what is queued, then stop the writer thread."""
-        with self._start_lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
-
-    def _loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch = [job]
-            stopping = False
-            while len(batch) < self.max_batch:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                batch.append(job)
-            self._run_batch(batch)
-            if stopping:
-                return
-
-    def _run_batch(self, batch: list) -> None:
-        jobs = [job for job in batch if _start(job)]
-        outcomes: list[tuple[tuple, bool, object]] = []
-        try:
-            with self.db.write() as connection:
-                # Savepoints go straight to the driver, which skips SQLAlchemy's work per
-                # statement, as DriverStatement does.
-                driver = connection.connection.driver_connection
-                for job in jobs:
-                    _future, function, args, _loop = job
-                    driver.execute("SAVEPOINT fleet_write")
-                    try:
-                        result = function(connection, *args)
-                    except Exception as exc:
-                        driver.execute("ROLLBACK TO fleet_write")
-                        driver.execute("RELEASE fleet_write")
-                        outcomes.append((job, False, exc))
-                    else:
-                        driver.execute("RELEASE fleet_write")
-                        outcomes.append((job, True, result))
-        except Exception as exc:
-            log.error("write batch rolled back", extra={"count": len(jobs), "error": type(exc).__name__})
-            failed = {id(job): value for job, ok, value in outcomes if not ok}
-            outcomes = [(job, False, failed.get(id(job), exc)) for job in jobs]
-        _deliver(outcomes)
-
-
-def _start(job: tuple) -> bool:
-    """Tell whether a queued job still has a caller waiting for it."""
-    future, _function, _args, loop = job
-    if loop is None:
-        return future.set_running_or_notify_cancel()
-    # Read from the writer thread: a cancel that comes later is handled in _set_outcomes.
-    return not future.cancelled()
-
-
-def _deliver(outcomes: list[tuple[tuple, bool, object]]) -> None:
-    """Hand each job's result or exception to its caller, one event loop call per loop."""
-    per_loop: dict[asyncio.AbstractEventLoop, list] = {}
-    for outcome in outcomes:
-        (future, _function, _args, loop), ok, value = outcome
-        if loop is None:
+    def _run_queued(self) -> None:
+        batch, self._queued = self._queued[:self.max_batch], self._queued[self.max_batch:]
+        if self._queued:
+            # Let the loop send responses and read requests before the next batch.
+            asyncio.get_running_loop().call_soon(self._run_queued)
+        else:
+            self._scheduled = False
+        # A caller that was cancelled while queued, e.g. its client disconnected, writes nothing.
+        jobs = [job for job in batch if not job[0].cancelled()]
+        for (future, _function, _args), ok, value in run_batch(self.db, jobs):
+            if future.done():
+                # Cancelled while the batch ran; the write is committed anyway.
+                continue
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        else:
-            per_loop.setdefault(loop, []).append(outcome)
-    for loop, loop_outcomes in per_loop.items():
-        try:
-            loop.call_soon_threadsafe(_set_outcomes, loop_outcomes)
-        except RuntimeError:
-            # The event loop closed while the batch ran at server shutdown, so no request waits for these results.
-            log.warning("write results dropped: the event loop is closed", extra={"count": len(loop_outcomes)})
+
+    def close(self) -> None:
+        """Nothing to stop: the event loop runs what is queued before it ends."""
 
 
-def _set_outcomes(outcomes: list[tuple[tuple, bool, object]]) -> None:
-    for (future, _function, _args, _loop), ok, value in outcomes:
-        if future.done():
-            # The caller was cancelled, e.g. its client disconnected; the write is committed anyway.
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+def run_batch(db: Database, jobs: list[tuple]) -> list[tuple[tuple, bool, object]]:
+    """Run each job's `function(connection, *args)` in a savepoint of one transaction.
+
+    Return (job, True, result) or (job, False, exception) for every job, in order.
+    """
+    outcomes: list[tuple[tuple, bool, object]] = []
+    try:
+        with db.write() as connection:
+            # Savepoints go straight to the driver, which skips SQLAlchemy's work per
+            # statement, as DriverStatement does.
+            driver = connection.connection.driver_connection
+            for job in jobs:
+                _future, function, args = job
+                driver.execute("SAVEPOINT fleet_write")
+                try:
+                    result = function(connection, *args)
+                except Exception as exc:
+                    driver.execute("ROLLBACK TO fleet_write")
+                    driver.execute("RELEASE fleet_write")
+                    outcomes.append((job, False, exc))
+                else:
+                    driver.execute("RELEASE fleet_write")
+                    outcomes.append((job, True, result))
+    except Exception as exc:
+        log.error("write batch rolled back", extra={"count": len(jobs), "error": type(exc).__name__})
+        failed = {id(job): value for job, ok, value in outcomes if not ok}
+        outcomes = [(job, False, failed.get(id(job), exc)) for job in jobs]
+    return outcomes
 
 
 def _create_sqlite_engine(url: str) -> Engine:

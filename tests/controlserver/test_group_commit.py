@@ -1,13 +1,13 @@
-"""The SQLite writer: queued writes commit together, each in its own savepoint."""
+"""The SQLite writer: writes queued in one event loop iteration commit together, each in its own savepoint."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, insert, select
 
 from controlserver.core.db import Database, GroupCommit
 from controlserver.models import EnrollmentToken, utcnow
@@ -46,46 +46,36 @@ def stored(db: Database) -> set[str]:
         return set(session.scalars(select(TOKENS.c.token_hash)))
 
 
-def queue_behind_blocker(writer: GroupCommit, jobs: list) -> list:
-    """Hold the writer thread with one job while `jobs` queue, so that they form one batch."""
-    release = threading.Event()
-    started = threading.Event()
+def run_together(writer: GroupCommit, jobs: list) -> list:
+    """Queue the jobs in one event loop iteration, as concurrent requests do; return results or exceptions."""
 
-    def blocker(connection) -> None:
-        started.set()
-        release.wait()
+    async def main():
+        return await asyncio.gather(*(writer.run(function, *args) for function, *args in jobs),
+                                    return_exceptions=True)
 
-    first = writer.submit(blocker)
-    started.wait()
-    futures = [writer.submit(function, *args) for function, *args in jobs]
-    release.set()
-    first.result()
-    return futures
+    return asyncio.run(main())
 
 
 def test_queued_writes_commit_in_one_transaction(db: Database, commits: list[int]):
-    writer = GroupCommit(db)
-    try:
-        futures = queue_behind_blocker(writer, [(add_token, f"token-{n}") for n in range(5)])
-        assert [future.result() for future in futures] == [f"token-{n}" for n in range(5)]
-    finally:
-        writer.close()
+    results = run_together(GroupCommit(db), [(add_token, f"token-{n}") for n in range(5)])
+    assert results == [f"token-{n}" for n in range(5)]
     assert stored(db) == {f"token-{n}" for n in range(5)}
-    assert len(commits) == 2  # the blocker's batch and the five queued writes
+    assert len(commits) == 1
+
+
+def test_batches_hold_at_most_max_batch_writes(db: Database, commits: list[int]):
+    results = run_together(GroupCommit(db, max_batch=2), [(add_token, f"token-{n}") for n in range(5)])
+    assert results == [f"token-{n}" for n in range(5)]
+    assert len(commits) == 3
 
 
 def test_failed_write_is_rolled_back_alone(db: Database):
-    writer = GroupCommit(db)
-    try:
-        futures = queue_behind_blocker(writer, [
-            (add_token, "before"), (add_token_then_fail, "broken"), (add_token, "after"),
-        ])
-        assert futures[0].result() == "before"
-        with pytest.raises(ValueError, match="broken failed after its insert"):
-            futures[1].result()
-        assert futures[2].result() == "after"
-    finally:
-        writer.close()
+    results = run_together(GroupCommit(db), [
+        (add_token, "before"), (add_token_then_fail, "broken"), (add_token, "after"),
+    ])
+    assert results[0] == "before"
+    assert isinstance(results[1], ValueError) and "broken failed after its insert" in str(results[1])
+    assert results[2] == "after"
     assert stored(db) == {"before", "after"}
 
 
@@ -94,20 +84,25 @@ def test_failed_commit_fails_whole_batch(db: Database):
         raise RuntimeError("disk full")
 
     writer = GroupCommit(db)
-    try:
-        release = threading.Event()
-        first = writer.submit(lambda connection: release.wait())
-        futures = [writer.submit(add_token, "lost-1"), writer.submit(add_token_then_fail, "lost-2")]
-        event.listen(db.engine, "commit", fail_commit)
-        release.set()
-        with pytest.raises(RuntimeError, match="disk full"):
-            first.result()
-        with pytest.raises(RuntimeError, match="disk full"):
-            futures[0].result()
-        with pytest.raises(ValueError, match="lost-2 failed"):
-            futures[1].result()
-        event.remove(db.engine, "commit", fail_commit)
-        assert writer.submit(add_token, "next").result() == "next"
-    finally:
-        writer.close()
+    event.listen(db.engine, "commit", fail_commit)
+    results = run_together(writer, [(add_token, "lost-1"), (add_token_then_fail, "lost-2")])
+    event.remove(db.engine, "commit", fail_commit)
+    assert isinstance(results[0], RuntimeError) and "disk full" in str(results[0])
+    # The write that failed by itself keeps its own error.
+    assert isinstance(results[1], ValueError) and "lost-2 failed" in str(results[1])
+    assert run_together(writer, [(add_token, "next")]) == ["next"]
     assert stored(db) == {"next"}
+
+
+def test_cancelled_caller_writes_nothing(db: Database):
+    writer = GroupCommit(db)
+
+    async def main():
+        cancelled = asyncio.ensure_future(writer.run(add_token, "cancelled"))
+        kept = asyncio.ensure_future(writer.run(add_token, "kept"))
+        await asyncio.sleep(0)  # both are queued now; the batch runs in the next iteration
+        cancelled.cancel()
+        return await kept
+
+    assert asyncio.run(main()) == "kept"
+    assert stored(db) == {"kept"}
