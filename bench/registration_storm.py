@@ -13,9 +13,14 @@ as an operator does before an enrollment wave, so registrations claim pooled acc
 registers --count printers from --concurrency concurrent keep-alive connections and runs the same
 number of `GET /healthz` requests (the server's no-op endpoint) the same way. It prints the
 rates, p50/p99 latency, their ratio, the servers' CPU time per request (and PostgreSQL's, for a
-cluster it started) and their peak RSS. Finally it tops the database up to --stored printers
-(written straight into the database, which is much faster than registering them) and prints the server's RSS after it has served
-/metrics, the frontend list and a round of heartbeats over them.
+cluster it started) and their peak RSS.
+
+Each frontend's capacity is 1.1 x --count / --frontends (220 with the defaults), about what one
+frontend carries by design. Finally the bench grows the fleet to hold --stored printers as an
+operator would: it adds frontends of the same capacity to the inventory and sends SIGHUP. It
+tops the database up to --stored printers (written straight into the database, which is much
+faster than registering them) and prints the server's RSS after it has served /metrics, the
+frontend list and a round of heartbeats over them.
 
     python bench/registration_storm.py --count 10000 --concurrency 64
     python bench/registration_storm.py --database postgres-temp --replicas 3
@@ -355,8 +360,26 @@ def accounts_created(addresses: list[tuple[str, int]], admin: dict) -> float:
     return total
 
 
-def fill_database(database_url: str, total: int, frontends: int) -> int:
-    """Insert printers straight into the database until it holds `total`; return how many were added."""
+def wait_for_frontends(addresses: list[tuple[str, int]], wanted: int) -> None:
+    """Wait until every server has loaded an inventory of `wanted` frontends."""
+    started = time.monotonic()
+    for address in addresses:
+        while True:
+            _status, payload = asyncio.run(_one_request(*address, "GET", "/readyz", None, {}))
+            loaded = json.loads(payload).get("frontends")
+            if loaded == wanted:
+                break
+            if time.monotonic() - started > 120:
+                raise SystemExit(f"error: the server on port {address[1]} has {loaded} of {wanted} frontends "
+                                 "120 s after SIGHUP; see its log in the bench's temporary directory")
+            time.sleep(0.2)
+
+
+def fill_database(database_url: str, total: int, capacity: int) -> list[str]:
+    """Insert printers straight into the database until it holds `total`.
+
+    Each frontend is filled up to `capacity`, in name order. Return the frontend of each added
+    printer, `stored-<number>`, by number."""
     sys.path.insert(0, str(REPO))
     from sqlalchemy import func, insert, select, update
 
@@ -370,13 +393,19 @@ def fill_database(database_url: str, total: int, frontends: int) -> int:
     with db.write() as connection:
         existing = connection.scalar(select(func.count()).select_from(Printer))
         missing = max(0, total - existing)
+        room = {name: capacity - assigned for name, assigned
+                in connection.execute(select(Frontend.name, Frontend.assigned).order_by(Frontend.name))}
+        if sum(max(0, free) for free in room.values()) < missing:
+            raise SystemExit(f"error: the frontends have room for {sum(room.values())} more printers, "
+                             f"not {missing}: raise --frontends or lower --stored")
         now = utcnow()
-        names = [f"bench-{n:03d}" for n in range(frontends)]
-        added_per_frontend = {name: 0 for name in names}
+        places = (name for name, free in room.items() for _ in range(max(0, free)))
+        added_per_frontend = {name: 0 for name in room}
+        frontend_of = []
         rows = []
-        for number in range(missing):
-            frontend = names[number % len(names)]
+        for number, frontend in zip(range(missing), places):
             added_per_frontend[frontend] += 1
+            frontend_of.append(frontend)
             rows.append({
                 "id": f"stored-{number:06d}", "hardware_id": f"hw{number:010d}",
                 "token_hash": hash_token(f"fleet-printer-stored-{number}"), "frontend": frontend,
@@ -390,10 +419,11 @@ def fill_database(database_url: str, total: int, frontends: int) -> int:
         if rows:
             connection.execute(insert(Printer), rows)
         for name, added in added_per_frontend.items():
-            connection.execute(update(Frontend).where(Frontend.name == name)
-                               .values(assigned=Frontend.assigned + added))
+            if added:
+                connection.execute(update(Frontend).where(Frontend.name == name)
+                                   .values(assigned=Frontend.assigned + added))
     db.dispose()
-    return missing
+    return frontend_of
 
 
 def print_run(run: Run) -> None:
@@ -433,7 +463,7 @@ def main() -> int:
     add_database_options(parser)
     args = parser.parse_args()
 
-    capacity = -(-max(args.count, args.stored) * 11 // 10 // args.frontends)
+    capacity = -(-args.count * 11 // 10 // args.frontends)
     pool_size = args.pool_size if args.pool_size is not None else -(-args.count * 11 // 10 // args.frontends)
     with tempfile.TemporaryDirectory(prefix="registration-storm-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
@@ -495,9 +525,16 @@ def main() -> int:
                   f"{accounts_created(addresses, admin) - created_before:.0f}")
 
             if args.stored:
-                added = fill_database(database_url, args.stored, args.frontends)
-                asyncio.run(exercise_stored(addresses, admin, args.concurrency, added, args.frontends))
-                print(f"server RSS with {args.stored} printers stored ({added} written directly): "
+                grown = max(args.frontends, -(-args.stored * 11 // 10 // capacity))
+                if grown > args.frontends:
+                    write_inventory(workdir, zrok_port, grown, capacity)
+                    for process, _port in servers:
+                        process.send_signal(signal.SIGHUP)
+                    wait_for_frontends(addresses, grown)
+                    print(f"fleet grown to {grown} frontends x {capacity} capacity for {args.stored} printers")
+                frontend_of = fill_database(database_url, args.stored, capacity)
+                asyncio.run(exercise_stored(addresses, admin, args.concurrency, frontend_of))
+                print(f"server RSS with {args.stored} printers stored ({len(frontend_of)} written directly): "
                       f"{sampler.current() / 2**20:.0f} MiB now, peak {sampler.peak / 2**20:.0f} MiB")
             sampler.stopping.set()
 
@@ -509,7 +546,7 @@ def main() -> int:
             zrok.wait(timeout=10)
 
 
-async def exercise_stored(addresses, admin: dict, concurrency: int, added: int, frontends: int) -> None:
+async def exercise_stored(addresses, admin: dict, concurrency: int, frontend_of: list[str]) -> None:
     """Make the server touch the stored printers: metrics, frontends, printer pages, heartbeats."""
     host, port = addresses[0]
     for path in ("/metrics", "/v1/frontends", "/v1/printers?limit=1000"):
@@ -518,15 +555,15 @@ async def exercise_stored(addresses, admin: dict, concurrency: int, added: int, 
             raise SystemExit(f"error: GET {path} failed: HTTP {status} {payload[:200]!r}")
 
     def heartbeat(index: int):
-        number = index * 37 % max(added, 1)
-        body = json.dumps({"frontend": f"bench-{number % frontends:03d}", "share_state": "active",
+        number = index * 37 % len(frontend_of)
+        body = json.dumps({"frontend": frontend_of[number], "share_state": "active",
                            "moonraker_state": "ok", "klippy_state": "ready"}).encode()
         headers = {"Authorization": f"Bearer fleet-printer-stored-{number}"}
         return "POST", f"/v1/printers/stored-{number:06d}/heartbeat", body, headers
 
-    if not added:
+    if not frontend_of:
         return
-    run = await storm("heartbeats", addresses, min(5000, added), concurrency, heartbeat)
+    run = await storm("heartbeats", addresses, min(5000, len(frontend_of)), concurrency, heartbeat)
     print_run(run)
 
 
