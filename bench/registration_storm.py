@@ -37,7 +37,6 @@ import secrets
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -360,23 +359,23 @@ def accounts_created(addresses: list[tuple[str, int]], admin: dict) -> float:
     return total
 
 
-def wait_for_frontends(addresses: list[tuple[str, int]], wanted: int) -> None:
-    """Wait until every server has loaded an inventory of `wanted` frontends."""
+def wait_for_frontends(addresses: list[tuple[str, int]], expected: int) -> None:
+    """Wait until every server has loaded an inventory of `expected` frontends."""
     started = time.monotonic()
     for address in addresses:
         while True:
             _status, payload = asyncio.run(_one_request(*address, "GET", "/readyz", None, {}))
             loaded = json.loads(payload).get("frontends")
-            if loaded == wanted:
+            if loaded == expected:
                 break
             if time.monotonic() - started > 120:
-                raise SystemExit(f"error: the server on port {address[1]} has {loaded} of {wanted} frontends "
+                raise SystemExit(f"error: the server on port {address[1]} has {loaded} of {expected} frontends "
                                  "120 s after SIGHUP; see its log in the bench's temporary directory")
             time.sleep(0.2)
 
 
 def fill_database(database_url: str, total: int, capacity: int) -> list[str]:
-    """Insert printers straight into the database until it holds `total`.
+    """Insert printers, each with its zrok account, straight into the database until it contains `total` printers.
 
     Each frontend is filled up to `capacity`, in name order. Return the frontend of each added
     printer, `stored-<number>`, by number."""
@@ -385,7 +384,7 @@ def fill_database(database_url: str, total: int, capacity: int) -> list[str]:
 
     from controlserver.core.db import Database
     from controlserver.core.security import hash_token, new_password
-    from controlserver.models import Frontend, Printer, utcnow
+    from controlserver.models import Frontend, Printer, ZrokAccount, utcnow
 
     db = Database(database_url)
     # A write transaction from the start (BEGIN IMMEDIATE on SQLite): a read first and a write
@@ -403,9 +402,13 @@ def fill_database(database_url: str, total: int, capacity: int) -> list[str]:
         added_per_frontend = {name: 0 for name in room}
         frontend_of = []
         rows = []
+        accounts = []
         for number, frontend in zip(range(missing), places):
             added_per_frontend[frontend] += 1
             frontend_of.append(frontend)
+            accounts.append({"printer_id": f"stored-{number:06d}", "frontend": frontend,
+                             "email": f"stored-{number:06d}@bench.test", "account_token": secrets.token_hex(12),
+                             "created_at": now})
             rows.append({
                 "id": f"stored-{number:06d}", "hardware_id": f"hw{number:010d}",
                 "token_hash": hash_token(f"fleet-printer-stored-{number}"), "frontend": frontend,
@@ -415,9 +418,11 @@ def fill_database(database_url: str, total: int, capacity: int) -> list[str]:
             })
             if len(rows) == 5000:
                 connection.execute(insert(Printer), rows)
-                rows = []
+                connection.execute(insert(ZrokAccount), accounts)
+                rows, accounts = [], []
         if rows:
             connection.execute(insert(Printer), rows)
+            connection.execute(insert(ZrokAccount), accounts)
         for name, added in added_per_frontend.items():
             if added:
                 connection.execute(update(Frontend).where(Frontend.name == name)

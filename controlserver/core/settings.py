@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     healthy_after: int = Field(default=2, ge=1, description="consecutive successful probes")
     printer_probe_failures: int = Field(default=2, ge=1)
     printer_probe_concurrency: int = Field(default=20, ge=1)
+    frontend_probe_concurrency: int = Field(default=50, ge=1)
     lease_ttl_s: float = Field(default=30.0, gt=0)
 
     # zrok accounts: one per printer and frontend, e-mail <printer_id>-<random>@<domain>.

@@ -135,7 +135,15 @@ class Monitor:
             targets = session.execute(
                 select(Frontend.name, Frontend.api_endpoint, Frontend.health_url).where(Frontend.in_inventory.is_(True))
             ).all()
-        results = await asyncio.gather(*(self._probe_frontend(api, health) for _, api, health in targets))
+        # Bounded, because httpx queues the requests beyond its pool's connections and rescans that
+        # queue on every change. Unbounded rounds over 500 frontends stalled heartbeats for seconds.
+        limiter = asyncio.Semaphore(self.settings.frontend_probe_concurrency)
+
+        async def probe(api_endpoint: str, health_url: str) -> str | None:
+            async with limiter:
+                return await self._probe_frontend(api_endpoint, health_url)
+
+        results = await asyncio.gather(*(probe(api, health) for _, api, health in targets))
         await anyio.to_thread.run_sync(self._record_frontend_results,
                                        {name: error for (name, _, _), error in zip(targets, results)})
 

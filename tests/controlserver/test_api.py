@@ -3,6 +3,8 @@ controllers on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.controlserver.conftest import NEAR_EU, NEAR_US, run_sql
@@ -561,3 +563,24 @@ def test_oversized_body_rejected(api, fleet_files):
 def test_unknown_endpoint_json_404(api):
     assert_error(api.client.get("/v1/nothing-here"), 404, "not_found")
     assert_error(api.client.put("/healthz"), 405, "method_not_allowed")
+
+
+def test_frontend_probes_bounded(make_api):
+    api = make_api(frontend_probe_concurrency=1)
+    from controlserver.services.monitor import Monitor
+    monitor = Monitor(api.app.state.fleet)
+    in_flight, max_in_flight = 0, 0
+    probed = []
+
+    async def slow_probe(api_endpoint: str, health_url: str) -> None:
+        nonlocal in_flight, max_in_flight
+        in_flight += 1
+        max_in_flight = max(max_in_flight, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        probed.append(api_endpoint)
+
+    monitor._probe_frontend = slow_probe
+    asyncio.run(monitor.probe_frontends())
+    assert len(probed) == 2  # eu-1 and us-1
+    assert max_in_flight == 1
