@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -135,7 +136,9 @@ class DriverStatement:
         self.sql = compiled.string
         self.names = compiled.positiontup or []
         processors = compiled._bind_processors
-        self.processors = [processors.get(name) for name in self.names]
+        self.bindings = [(name, processors.get(name)) for name in self.names]
+        # The last Connection and its driver connection: two property lookups less per statement.
+        self._driver_of: tuple[Connection | None, object] = (None, None)
         # Values that the statement itself contains, such as the 1 of `assigned + 1`.
         self.fixed = {name: compiled.binds[name].effective_value for name in self.names
                       if not compiled.binds[name].required}
@@ -146,14 +149,28 @@ class DriverStatement:
         self.converters = [column.type._cached_result_processor(dialect, None) for column in columns]
 
     def _run(self, connection: Connection, values: dict):
-        merged = {**self.fixed, **values}
-        parameters = [
-            process(merged[name]) if process else merged[name]
-            for name, process in zip(self.names, self.processors)
-        ]
+        merged = {**self.fixed, **values} if self.fixed else values
+        parameters = []
+        # A registration binds the same timestamp to several columns; it is formatted once.
+        formatted: dict[tuple, object] = {}
+        for name, process in self.bindings:
+            value = merged[name]
+            if process is None:
+                parameters.append(value)
+            elif type(value) is datetime:
+                key = (process, value)
+                if key not in formatted:
+                    formatted[key] = process(value)
+                parameters.append(formatted[key])
+            else:
+                parameters.append(process(value))
+        last_connection, driver = self._driver_of
+        if last_connection is not connection:
+            driver = connection.connection.driver_connection
+            self._driver_of = (connection, driver)
         try:
             # All rows at once, so no statement is left unfinished when the savepoint is released.
-            cursor = connection.connection.driver_connection.execute(self.sql, parameters)
+            cursor = driver.execute(self.sql, parameters)
             return cursor.fetchall(), cursor.rowcount
         except sqlite3.Error as exc:
             # The same exception types as through SQLAlchemy, so the API maps them the same way.
@@ -214,8 +231,11 @@ class GroupCommit:
 
     The batch runs on the event loop thread. A writer thread cost about a tenth more CPU per
     registration in bench/registration_storm.py, because the GIL changed hands around every
-    statement. So the loop waits while another connection holds SQLite's write lock; every write
-    transaction of the server is short, and the CLI commands' writes are single statements.
+    statement. So the loop waits while another connection holds SQLite's write lock. The server's
+    own write transactions take milliseconds.
+
+    NOTE: a long write transaction of another process, up to the busy timeout of 30 s, would
+    stall every request of this one, /healthz included.
     """
 
     def __init__(self, db: Database, max_batch: int = 64) -> None:
@@ -253,7 +273,7 @@ class GroupCommit:
                 future.set_exception(value)
 
     def close(self) -> None:
-        """Nothing to stop: the event loop runs what is queued before it ends."""
+        """Do nothing: queued writes run in the event loop's next iteration."""
 
 
 def run_batch(db: Database, jobs: list[tuple]) -> list[tuple[tuple, bool, object]]:

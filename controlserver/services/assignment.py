@@ -161,7 +161,9 @@ def _best_of_nearest_sites(
             break
         for name in names:
             frontend = states.get(name)
-            if frontend is None or not frontend.assignable or name in exclude:
+            # FrontendState.assignable, inlined: this loop runs for every registration.
+            if (frontend is None or frontend.assigned >= frontend.capacity or not frontend.healthy
+                    or frontend.draining or not frontend.in_inventory or name in exclude):
                 continue
             load = frontend.assigned / frontend.capacity if frontend.capacity else 1.0
             key = (rtt + load_weight_ms * load, name)

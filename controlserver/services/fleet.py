@@ -197,7 +197,7 @@ class Fleet:
     def registration_response(self, request: schemas.RegisterRequest, printer_token: str | None,
                               assigned: AssignedPrinter) -> schemas.RegisterResponse:
         """Build the registration response, calling the zrok admin API if no account is at hand."""
-        return schemas.RegisterResponse(
+        return schemas.RegisterResponse.model_construct(
             printer_id=request.printer_id,
             printer_token=printer_token,
             assignment=self.assignment(assigned),
@@ -523,14 +523,16 @@ class Fleet:
                                                 created.account_token)
 
         share_name = share_name_for(assigned.printer_id)
-        return schemas.Assignment(
+        # model_construct() skips validation: every value comes from the database or the settings,
+        # and registrations and heartbeats build one of these each.
+        return schemas.Assignment.model_construct(
             frontend=frontend.name,
             region=frontend.region,
             api_endpoint=frontend.api_endpoint,
             share_name=share_name,
             public_url=f"https://{share_name}.{frontend.share_domain}",
             account_token=account_token,
-            share_auth=schemas.ShareAuth(
+            share_auth=schemas.ShareAuth.model_construct(
                 mode="basic", username=self.settings.share_auth_username, password=assigned.share_password
             ),
         )
