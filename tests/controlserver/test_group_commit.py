@@ -99,10 +99,10 @@ def test_cancelled_caller_writes_nothing(db: Database):
 
     async def main():
         cancelled = asyncio.ensure_future(writer.run(add_token, "cancelled"))
-        kept = asyncio.ensure_future(writer.run(add_token, "kept"))
+        other = asyncio.ensure_future(writer.run(add_token, "kept"))
         await asyncio.sleep(0)  # both are queued now; the batch runs in the next iteration
         cancelled.cancel()
-        return await kept
+        return await other
 
     assert asyncio.run(main()) == "kept"
     assert stored(db) == {"kept"}
