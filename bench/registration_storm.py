@@ -16,7 +16,7 @@ rates, p50/p99 latency, their ratio, the servers' CPU time per request (and Post
 cluster it started) and their peak RSS.
 
 Each frontend's capacity is 1.1 x --count / --frontends (220 with the defaults), about what one
-frontend carries by design. Finally the bench grows the fleet to hold --stored printers as an
+frontend carries by design. Finally the bench grows the fleet to contain --stored printers as an
 operator would: it adds frontends of the same capacity to the inventory and sends SIGHUP. It
 tops the database up to --stored printers (written straight into the database, which is much
 faster than registering them) and prints the server's RSS after it has served /metrics, the
@@ -394,8 +394,9 @@ def fill_database(database_url: str, total: int, capacity: int) -> list[str]:
         missing = max(0, total - existing)
         room = {name: capacity - assigned for name, assigned
                 in connection.execute(select(Frontend.name, Frontend.assigned).order_by(Frontend.name))}
-        if sum(max(0, free) for free in room.values()) < missing:
-            raise SystemExit(f"error: the frontends have room for {sum(room.values())} more printers, "
+        free_places = sum(max(0, free) for free in room.values())
+        if free_places < missing:
+            raise SystemExit(f"error: the frontends have room for {free_places} more printers, "
                              f"not {missing}: raise --frontends or lower --stored")
         now = utcnow()
         places = (name for name, free in room.items() for _ in range(max(0, free)))

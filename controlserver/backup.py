@@ -26,6 +26,8 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from controlserver.database_option import add_database_option, database_url_missing
+
 
 class BackupError(Exception):
     """A backup that could not be made; the message names the cause and the fix."""
@@ -45,18 +47,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "backup", help="write a consistent copy of the database while the server runs",
         description="Write a consistent copy of the control server's database. SQLite uses the online "
                     "backup API; PostgreSQL uses pg_dump --format=custom (restore with pg_restore).")
-    backup.add_argument("--database", dest="database_url", default=os.environ.get("FLEET_DATABASE_URL"),
-                        help="SQLAlchemy URL of the database to copy (FLEET_DATABASE_URL), "
-                             "e.g. sqlite:////var/lib/printer-fleet/control.db")
+    add_database_option(backup, "SQLAlchemy URL of the database to copy (FLEET_DATABASE_URL), "
+                                "e.g. sqlite:////var/lib/printer-fleet/control.db")
     backup.add_argument("--output", type=Path, required=True,
                         help="file to write; it must not exist yet and is created with mode 0600")
     backup.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.database_url:
-        print("error: --database is missing: pass the server's database URL or set FLEET_DATABASE_URL",
-              file=sys.stderr)
+    if database_url_missing(args):
         return 2
     try:
         summary = backup(args.database_url, args.output)

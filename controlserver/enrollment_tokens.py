@@ -9,7 +9,6 @@ Printers that enrolled with a revoked token keep working: they use their own pri
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from controlserver.database_option import add_database_option, database_url_missing
 from controlserver.models import EnrollmentToken
 
 
@@ -30,8 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "enrollment-tokens", help="list enrollment tokens, or revoke them (works on the database directly)",
         description="List the enrollment tokens (id, description, expiry, uses) or revoke them. The "
                     "tokens themselves are not stored, only their hashes, so they cannot be shown.")
-    command.add_argument("--database", dest="database_url", default=os.environ.get("FLEET_DATABASE_URL"),
-                         help="SQLAlchemy URL of the control server's database (FLEET_DATABASE_URL)")
+    add_database_option(command, "SQLAlchemy URL of the control server's database (FLEET_DATABASE_URL)")
     revoke = command.add_mutually_exclusive_group()
     revoke.add_argument("--revoke", type=int, action="append", metavar="ID", default=[],
                         help="revoke the token with this id (from the listing); may be given several times")
@@ -40,9 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.database_url:
-        print("error: --database is missing: pass the server's database URL or set FLEET_DATABASE_URL",
-              file=sys.stderr)
+    if database_url_missing(args):
         return 2
     try:
         database = _open(args.database_url)

@@ -99,7 +99,7 @@ class InventoryState:
 
 
 def create_app(settings: Settings, settle_gc: bool = False) -> FastAPI:
-    """Build the app; `settle_gc` tunes the garbage collector after start-up (for `serve`, not for tests)."""
+    """Build the app. With `settle_gc`, tune the garbage collector after start-up (for `serve`, not for tests)."""
     tokens = TokenRegistry(settings.require_admin_token(), settings.load_operator_tokens())
     db = Database(settings.database_url)
     zrok = ZrokAdmin({}, email_domain=settings.zrok_account_email_domain, ca_file=settings.ca_file,

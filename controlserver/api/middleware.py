@@ -19,9 +19,6 @@ class RequestMiddleware:
     def __init__(self, app, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # Histogram children by (method, route, status): Histogram.labels() validates and locks
-        # on every call. The key space is the same as the metric's label sets.
-        self._durations: dict[tuple[str, str, str], object] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -75,11 +72,7 @@ class RequestMiddleware:
             route = scope.get("route")
             route_path = getattr(route, "path", "unmatched")
             duration = time.perf_counter() - started
-            key = (scope["method"], route_path, str(status))
-            histogram = self._durations.get(key)
-            if histogram is None:
-                histogram = self._durations[key] = metrics.REQUEST_DURATION.labels(*key)
-            histogram.observe(duration)
+            metrics.child(metrics.REQUEST_DURATION, scope["method"], route_path, str(status)).observe(duration)
             if status >= 500:
                 log.warning("request failed", extra={"method": scope["method"], "path": scope["path"],
                                                      "status": status, "duration_ms": round(duration * 1000, 1)})

@@ -137,7 +137,7 @@ class DriverStatement:
         self.names = compiled.positiontup or []
         processors = compiled._bind_processors
         self.bindings = [(name, processors.get(name)) for name in self.names]
-        # The last Connection and its driver connection: two property lookups less per statement.
+        # The last Connection and its driver connection, which saves two property lookups per statement.
         self._driver_of: tuple[Connection | None, object] = (None, None)
         # Values that the statement itself contains, such as the 1 of `assigned + 1`.
         self.fixed = {name: compiled.binds[name].effective_value for name in self.names
@@ -151,7 +151,7 @@ class DriverStatement:
     def _run(self, connection: Connection, values: dict):
         merged = {**self.fixed, **values} if self.fixed else values
         parameters = []
-        # A registration binds the same timestamp to several columns; it is formatted once.
+        # A registration binds the same timestamp to several columns, so it is formatted once.
         formatted: dict[tuple, object] = {}
         for name, process in self.bindings:
             value = merged[name]

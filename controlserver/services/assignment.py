@@ -148,11 +148,7 @@ def _best_of_nearest_sites(
     longitude1 = placement.longitude
     by_distance = []
     for site in sites:
-        phi2 = math.radians(site.latitude)
-        a = (math.sin((phi2 - phi1) / 2) ** 2
-             + cos_phi1 * math.cos(phi2) * math.sin(math.radians(site.longitude - longitude1) / 2) ** 2)
-        km = 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
-        by_distance.append((km * 1.5 / 100.0 + 5.0, site.names))
+        by_distance.append((_site_rtt(phi1, cos_phi1, longitude1, site.latitude, site.longitude), site.names))
     by_distance.sort(key=_FIRST)
     best_key: tuple[float, str] | None = None
     best = None
@@ -216,11 +212,8 @@ def _scored(
             site = (frontend.latitude, frontend.longitude)
             rtt = rtt_by_site.get(site)
             if rtt is None:
-                phi2 = math.radians(frontend.latitude)
-                a = (math.sin((phi2 - phi1) / 2) ** 2
-                     + cos_phi1 * math.cos(phi2) * math.sin(math.radians(frontend.longitude - longitude1) / 2) ** 2)
-                km = 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
-                rtt = rtt_by_site[site] = km * 1.5 / 100.0 + 5.0
+                rtt = _site_rtt(phi1, cos_phi1, longitude1, frontend.latitude, frontend.longitude)
+                rtt_by_site[site] = rtt
         elif placement.region is not None:
             rtt = 0.0 if placement.region == frontend.region else UNKNOWN_RTT_MS
         else:
@@ -228,6 +221,19 @@ def _scored(
         load = frontend.assigned / frontend.capacity if frontend.capacity else 1.0
         scored.append((rtt + load_weight_ms * load, frontend.name, frontend))
     return scored
+
+
+def _site_rtt(phi1: float, cos_phi1: float, longitude1: float, latitude: float, longitude: float) -> float:
+    """Return estimated_rtt_ms(distance_km(...)) from a printer to a site, with the printer's terms precomputed.
+
+    The arithmetic and its order are those of distance_km() and estimated_rtt_ms(), so the result is
+    equal to the last bit.
+    """
+    phi2 = math.radians(latitude)
+    a = (math.sin((phi2 - phi1) / 2) ** 2
+         + cos_phi1 * math.cos(phi2) * math.sin(math.radians(longitude - longitude1) / 2) ** 2)
+    km = 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
+    return km * 1.5 / 100.0 + 5.0
 
 
 _SCORE_AND_NAME = operator.itemgetter(0, 1)

@@ -47,7 +47,7 @@ def stored(db: Database) -> set[str]:
 
 
 def run_together(writer: GroupCommit, jobs: list) -> list:
-    """Queue the jobs in one event loop iteration, as concurrent requests do; return results or exceptions."""
+    """Queue the jobs in one event loop iteration, as concurrent requests do, and return results or exceptions."""
 
     async def main():
         return await asyncio.gather(*(writer.run(function, *args) for function, *args in jobs),
@@ -63,7 +63,7 @@ def test_queued_writes_commit_in_one_transaction(db: Database, commits: list[int
     assert len(commits) == 1
 
 
-def test_batches_hold_at_most_max_batch_writes(db: Database, commits: list[int]):
+def test_batches_limited_to_max_batch(db: Database, commits: list[int]):
     results = run_together(GroupCommit(db, max_batch=2), [(add_token, f"token-{n}") for n in range(5)])
     assert results == [f"token-{n}" for n in range(5)]
     assert len(commits) == 3
