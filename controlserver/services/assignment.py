@@ -105,7 +105,7 @@ def best_first(
     exclude: frozenset[str] = frozenset(),
     sites: Sequence[Site] | None = None,
 ) -> Iterator[FrontendState]:
-    """Yield the frontends in rank() order, sorting the others only when the best one is refused.
+    """Yield the frontends in rank() order, sorting the others only when the best one is rejected.
 
     A registration nearly always takes the best frontend, so it needs the minimum, not the order.
     With `sites` (sites_of() of the same frontends) and a printer that gives coordinates but no
@@ -188,11 +188,10 @@ def _scored(
 ) -> list[tuple[float, str, FrontendState]]:
     """Return (score, name, frontend) of every assignable frontend that is not excluded.
 
-    Every registration scores all frontends, so this is score() inlined into one loop. The
-    printer's side of the distance is computed once, and the distance once per site: frontends
-    at the same coordinates share it, as several frontends of one region do. The arithmetic and
-    its order are the same as in score(), distance_km() and estimated_rtt_ms(), so the scores
-    are equal to the last bit.
+    Heartbeats and registrations with measured latencies score all frontends, so this is score()
+    inlined into one loop. The printer's side of the distance is computed once, and the distance
+    once per site, because frontends at the same coordinates share it. The scores equal score()'s
+    to the last bit (see _site_rtt()).
     """
     latency = placement.latency_ms
     by_coordinates = placement.latitude is not None and placement.longitude is not None
