@@ -9,7 +9,6 @@ uses no TLS. Other commands exit with status 1 and print that the stand-in
 lacks them.
 """
 
-import argparse
 import base64
 import json
 import os
@@ -17,6 +16,7 @@ import sys
 
 from . import ZITI_VERSION, output, relay, yamlsubset
 from .ziti_client import ManagementClient, ZitiError
+from .cobra import CobraParser
 
 NOTICE = "OpenZiti stand-in for the printer-fleet lab, not OpenZiti"
 PLACEHOLDER_CERT = "-----BEGIN CERTIFICATE-----\nc3RhbmQtaW4gcGxhY2Vob2xkZXI=\n-----END CERTIFICATE-----\n"
@@ -52,7 +52,7 @@ TYPES = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(CobraParser):
     def error(self, message):
         sys.stderr.write(f"Error: {message}\n")
         raise SystemExit(1)

@@ -5,7 +5,6 @@ the subset the printer-fleet roles, agent and control server run. Other
 verbs exit with status 1 and print that the stand-in lacks them.
 """
 
-import argparse
 import json
 import os
 import socket
@@ -14,11 +13,12 @@ import getpass
 
 from . import STANDIN_NOTICE, output
 from .env import ApiError, ClientError, Root, client_version
+from .cobra import CobraParser
 
 BANNER = "zrok2 (stand-in)"
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(CobraParser):
     def error(self, message):
         # Cobra prints usage errors as `Error: ...` and exits with status 1.
         sys.stderr.write(f"Error: {message}\nRun '{self.prog} --help' for usage.\n")

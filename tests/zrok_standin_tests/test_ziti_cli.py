@@ -18,6 +18,11 @@ def ziti(home, *args, check=True, **extra_env):
 
 @pytest.fixture
 def controller(tmp_path, processes):
+    return start_controller(tmp_path, processes, "pw-1")
+
+
+def start_controller(tmp_path, processes, password):
+    """Initialize and run a controller whose admin has `password`, and log in to it."""
     port = free_port()
     state = tmp_path / "ziti-controller"
     (state / "db").mkdir(parents=True)
@@ -40,11 +45,24 @@ web:
     )
     home = str(tmp_path / "root")
     os.makedirs(home)
-    ziti(home, "controller", "edge", "init", str(config), "--username", "admin", "--password", "pw-1")
+    ziti(home, "controller", "edge", "init", str(config), "--username", "admin", "-p", password)
     process = processes.start("ziti-controller", command("ziti") + ["controller", "run", str(config)], base_env(home))
     wait_for_port(port, process)
-    ziti(home, "edge", "login", f"https://127.0.0.1:{port}", "--username", "admin", "--password", "pw-1", "--yes")
+    ziti(home, "edge", "login", f"https://127.0.0.1:{port}", "--username", "admin", "--password", password, "--yes")
     return {"home": home, "config": config, "state": state, "process": process, "port": port}
+
+
+def test_password_may_start_with_a_dash(tmp_path, processes):
+    # The role generates the admin password with token_urlsafe, which starts with "-" once in
+    # 64 passwords; ziti reads the argument after --password as the value whatever it starts with.
+    controller = start_controller(tmp_path, processes, "-Xq9_pw")
+
+    wrong = ziti(controller["home"], "edge", "login", f"https://127.0.0.1:{controller['port']}",
+                 "--username", "admin", "--password", "-Xq9_other", "--yes", check=False)
+    listed = ziti(controller["home"], "edge", "list", "identities", "--output-json")
+
+    assert wrong.returncode != 0
+    assert json.loads(listed.stdout)["data"] == []
 
 
 def test_pki_commands_create_expected_files(tmp_path):
