@@ -37,6 +37,8 @@ class PlaybookResult:
     rc: int
     changed: dict[str, int]
     failed_hosts: list[str]
+    # "host: task: message" for each failure, so an error raised later can name the task.
+    failures: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -48,6 +50,12 @@ class _ProgressPrinter:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.failures: list[str] = []
+
+    def _failed(self, data: dict, label: str, message: str) -> None:
+        message = str(message)[:500]
+        print(f"               {data.get('host')}: {label}: {message}", flush=True)
+        self.failures.append(f"{data.get('host')}: {data.get('task', '')}: {message}")
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
@@ -67,14 +75,13 @@ class _ProgressPrinter:
             else:
                 label = result.get("_ansible_item_label", result.get("item", ""))
                 message = f"item {str(label)[:80]}: {result.get('msg') or result.get('stderr') or 'no message'}"
-            print(f"               {data.get('host')}: FAILED: {str(message)[:500]}", flush=True)
+            self._failed(data, "FAILED", message)
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             result = data.get("res") or {}
             message = result.get("msg") or result.get("stderr") or "no message"
             if result.get("_ansible_no_log") or "censored" in result:
                 message = "the output is hidden because the task handles secrets (no_log)"
-            label = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
-            print(f"               {data.get('host')}: {label}: {str(message)[:500]}", flush=True)
+            self._failed(data, "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED", message)
         return True  # keep the event in the artifacts as well
 
 
@@ -96,18 +103,21 @@ def run_playbook(name: str, extra_vars: dict | None = None, limit: str | None = 
     ensure_ansible_on_path()
     cmdline = f"--extra-vars @{inventory.SECRETS_FILE}"
     print(f"lab: ansible-playbook {name}", flush=True)
+    progress = None if quiet_progress else _ProgressPrinter()
     with releases.serve():
-        runner = _run(playbook, cmdline, extra_vars, limit, quiet_progress)
+        runner = _run(playbook, cmdline, extra_vars, limit, progress)
     stats = runner.stats or {}
     failed = sorted(set(stats.get("failures", {})) | set(stats.get("dark", {})))
-    result = PlaybookResult(name, runner.status, runner.rc, dict(stats.get("changed", {})), failed)
+    result = PlaybookResult(name, runner.status, runner.rc, dict(stats.get("changed", {})), failed,
+                            progress.failures if progress else [])
     changed_total = sum(result.changed.values())
     print(f"lab: {name}: {runner.status}, {changed_total} changes"
           + (f", failed on {', '.join(failed)}" if failed else ""), flush=True)
     return result
 
 
-def _run(playbook: Path, cmdline: str, extra_vars: dict | None, limit: str | None, quiet_progress: bool):
+def _run(playbook: Path, cmdline: str, extra_vars: dict | None, limit: str | None,
+         progress: _ProgressPrinter | None):
     return ansible_runner.run(
         private_data_dir=str(RUNNER_DIR),
         playbook=str(playbook),
@@ -118,7 +128,7 @@ def _run(playbook: Path, cmdline: str, extra_vars: dict | None, limit: str | Non
         envvars={"ANSIBLE_CONFIG": str(topology.REPO_ROOT / "ansible.cfg"),
                  "ANSIBLE_ROLES_PATH": str(topology.REPO_ROOT / "roles"),
                  "ANSIBLE_NOCOLOR": "1"},
-        event_handler=None if quiet_progress else _ProgressPrinter(),
+        event_handler=progress,
         quiet=True,
         rotate_artifacts=4,
     )
@@ -195,6 +205,15 @@ def prepare_releases() -> None:
           f"ziti {manifest['ziti']['version']}) in {releases.RELEASES_DIR}", flush=True)
 
 
+def playbook_failed(result: PlaybookResult) -> RuntimeError:
+    """An error that names the failed tasks itself: a test log cut short may not show the task lines."""
+    if not result.failures:
+        return RuntimeError(f"{result.playbook} failed ({result.status}); see the task lines above")
+    first_failures = "; ".join(result.failures[:3])
+    more = f" (and {len(result.failures) - 3} more failures above)" if len(result.failures) > 3 else ""
+    return RuntimeError(f"{result.playbook} failed ({result.status}): {first_failures}{more}")
+
+
 def deploy_all() -> list[PlaybookResult]:
     """Run frontends, control server and printers playbooks; raise on the first failure."""
     prepare_releases()
@@ -202,11 +221,11 @@ def deploy_all() -> list[PlaybookResult]:
     for name in (FRONTENDS_PLAYBOOK, CONTROL_PLAYBOOK):
         results.append(run_playbook(name))
         if not results[-1].ok:
-            raise RuntimeError(f"{name} failed ({results[-1].status}); see the task lines above")
+            raise playbook_failed(results[-1])
     create_enrollment_token()
     results.append(run_playbook(PRINTERS_PLAYBOOK))
     if not results[-1].ok:
-        raise RuntimeError(f"{PRINTERS_PLAYBOOK} failed ({results[-1].status}); see the task lines above")
+        raise playbook_failed(results[-1])
     return results
 
 

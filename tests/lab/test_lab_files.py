@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import hosts, inventory, pki
+from tests.lab import deploy, hosts, inventory, pki
 
 STANDIN = Path(__file__).resolve().parent / "files" / "klipper_standin.py"
 
@@ -119,3 +119,22 @@ def test_klipper_standin_reports_ready(tmp_path):
     assert info["id"] == 1
     assert info["result"]["state"] == "ready"
     assert objects["result"]["status"]["webhooks"]["state"] == "ready"
+
+
+def test_failed_playbook_error_names_the_task():
+    # CI keeps only the end of the log, so the error must say which task failed without the lines above.
+    progress = deploy._ProgressPrinter()
+    progress({"event": "runner_on_failed", "event_data": {
+        "host": "lab-eu-1", "task": "Initialise the OpenZiti database with the admin user",
+        "res": {"msg": "non-zero return code"}}})
+    progress({"event": "runner_on_failed", "event_data": {
+        "host": "lab-us-1", "task": "Log in to the OpenZiti edge API",
+        "res": {"msg": "secret value", "_ansible_no_log": True}}})
+    result = deploy.PlaybookResult("frontends.yml", "failed", 2, {}, ["lab-eu-1", "lab-us-1"], progress.failures)
+
+    message = str(deploy.playbook_failed(result))
+
+    assert "frontends.yml failed (failed)" in message
+    assert "lab-eu-1: Initialise the OpenZiti database with the admin user: non-zero return code" in message
+    assert "lab-us-1: Log in to the OpenZiti edge API: the output is hidden" in message
+    assert "secret value" not in message
