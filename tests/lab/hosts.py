@@ -182,10 +182,14 @@ def running_pid(host: Host) -> int | None:
     """Return the nspawn PID recorded for `host` if that process still runs systemd-nspawn."""
     try:
         pid = int(pid_file(host).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        # The executable, not the command line. Once, /proc/PID/cmdline of a booting nspawn was
+        # read without "systemd-nspawn" in it; the host was taken for exited, and the second
+        # nspawn stopped with "Directory tree ... is currently busy". A process that has exited,
+        # a zombie included, has no executable link.
+        executable = os.readlink(f"/proc/{pid}/exe")
     except (FileNotFoundError, ValueError):
         return None
-    return pid if b"systemd-nspawn" in cmdline else None
+    return pid if Path(executable).name == "systemd-nspawn" else None
 
 
 def start_container(host: Host) -> int:
