@@ -129,6 +129,7 @@ def create_app(settings: Settings, settle_gc: bool = False) -> FastAPI:
             sighup = False
         if app.state.monitor is not None:
             tasks.append(asyncio.create_task(app.state.monitor.run(), name="monitor"))
+        db.start_checkpointer()
         if settle_gc:
             _settle_garbage_collector()
         log.info("control server started", extra={"listen": settings.listen,

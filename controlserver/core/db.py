@@ -31,6 +31,12 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_ID = 7125_0001  # arbitrary PostgreSQL advisory lock key for schema migrations
+# SQLite's default: a commit that leaves more pages than this in the write-ahead log copies the
+# log into the database file before it returns.
+AUTOCHECKPOINT_PAGES = 1000
+# With a WalCheckpointer running, commits copy the log only past this many pages (about 40 MB),
+# as a backstop should the thread fall behind.
+BACKSTOP_CHECKPOINT_PAGES = 10_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -40,8 +46,11 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        # PRAGMAs that every new SQLite connection applies. start_checkpointer() changes one of them.
+        self._sqlite_pragmas = {"wal_autocheckpoint": AUTOCHECKPOINT_PAGES}
+        self._checkpointer: WalCheckpointer | None = None
         if self.is_sqlite:
-            self.engine = _create_sqlite_engine(url)
+            self.engine = _create_sqlite_engine(url, self._sqlite_pragmas)
         else:
             # psycopg 3 is the driver for postgresql:// URLs.
             if self.url.drivername == "postgresql":
@@ -108,8 +117,57 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-    def dispose(self) -> None:
+    def start_checkpointer(self, interval_s: float = 1.0) -> None:
+        """Copy SQLite's write-ahead log into the database file from a thread (file databases only).
+
+        Without it, the commit that takes the log past AUTOCHECKPOINT_PAGES does the copy and
+        its fsync, and on the request path that commit runs on the event loop (see GroupCommit).
+        """
+        database = self.url.database
+        if not self.is_sqlite or not database or database == ":memory:" or self._checkpointer:
+            return
+        self._sqlite_pragmas["wal_autocheckpoint"] = BACKSTOP_CHECKPOINT_PAGES
+        # Pooled connections keep the value they were opened with; the next ones get the new one.
         self.engine.dispose()
+        self._checkpointer = WalCheckpointer(database, interval_s)
+        self._checkpointer.start()
+
+    def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        self.engine.dispose()
+
+
+class WalCheckpointer(threading.Thread):
+    """Run `PRAGMA wal_checkpoint(PASSIVE)` every `interval_s` on a connection of its own.
+
+    A passive checkpoint waits for no reader or writer, so requests go on meanwhile, and Python's
+    sqlite3 releases the GIL while SQLite copies pages and syncs the file.
+    """
+
+    def __init__(self, path: str, interval_s: float) -> None:
+        super().__init__(name="sqlite-checkpoint", daemon=True)
+        self.path = path
+        self.interval_s = interval_s
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stopping.wait(self.interval_s):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    # The next round tries again; commits past the backstop copy the log meanwhile.
+                    log.warning("write-ahead log checkpoint failed",
+                                extra={"database": self.path, "error": str(exc)})
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.join()
 
 
 WriteFunction = Callable[..., object]
@@ -306,7 +364,7 @@ def run_batch(db: Database, jobs: list[tuple]) -> list[tuple[tuple, bool, object
     return outcomes
 
 
-def _create_sqlite_engine(url: str) -> Engine:
+def _create_sqlite_engine(url: str, pragmas: dict[str, int]) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -325,6 +383,8 @@ def _create_sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        for name, value in pragmas.items():
+            cursor.execute(f"PRAGMA {name}={int(value)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
