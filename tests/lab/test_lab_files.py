@@ -122,7 +122,7 @@ def test_klipper_standin_reports_ready(tmp_path):
 
 
 def test_failed_playbook_error_names_the_task():
-    # CI keeps only the end of the log, so the error must say which task failed without the lines above.
+    # CI keeps only the end of the log, so the error itself must name the failed task.
     progress = deploy._ProgressPrinter()
     progress({"event": "runner_on_failed", "event_data": {
         "host": "lab-eu-1", "task": "Initialise the OpenZiti database with the admin user",

@@ -52,16 +52,16 @@ web:
     return {"home": home, "config": config, "state": state, "process": process, "port": port}
 
 
-def test_password_may_start_with_a_dash(tmp_path, processes):
+def test_password_starting_with_dash(tmp_path, processes):
     # The role generates the admin password with token_urlsafe, which starts with "-" once in
-    # 64 passwords; ziti reads the argument after --password as the value whatever it starts with.
+    # 64 passwords. ziti takes the argument after --password as the value, whatever it starts with.
     controller = start_controller(tmp_path, processes, "-Xq9_pw")
 
-    wrong = ziti(controller["home"], "edge", "login", f"https://127.0.0.1:{controller['port']}",
+    wrong_login = ziti(controller["home"], "edge", "login", f"https://127.0.0.1:{controller['port']}",
                  "--username", "admin", "--password", "-Xq9_other", "--yes", check=False)
     listed = ziti(controller["home"], "edge", "list", "identities", "--output-json")
 
-    assert wrong.returncode != 0
+    assert wrong_login.returncode != 0
     assert json.loads(listed.stdout)["data"] == []
 
 
