@@ -127,7 +127,7 @@ class Database:
         if not self.is_sqlite or not database or database == ":memory:" or self._checkpointer:
             return
         self._sqlite_pragmas["wal_autocheckpoint"] = BACKSTOP_CHECKPOINT_PAGES
-        # Pooled connections keep the value they were opened with; the next ones get the new one.
+        # Pooled connections keep the value they were opened with, so close them. The next ones apply the new value.
         self.engine.dispose()
         self._checkpointer = WalCheckpointer(database, interval_s)
         self._checkpointer.start()
@@ -142,8 +142,9 @@ class Database:
 class WalCheckpointer(threading.Thread):
     """Run `PRAGMA wal_checkpoint(PASSIVE)` every `interval_s` on a connection of its own.
 
-    A passive checkpoint waits for no reader or writer, so requests go on meanwhile, and Python's
-    sqlite3 releases the GIL while SQLite copies pages and syncs the file.
+    A passive checkpoint waits for no reader or writer, so requests go on meanwhile. Python's
+    sqlite3 releases the GIL while SQLite runs a statement (a query in a thread let the main
+    thread run alongside it), so the copy and the file sync do not hold up the event loop.
     """
 
     def __init__(self, path: str, interval_s: float) -> None:

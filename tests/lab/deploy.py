@@ -206,7 +206,7 @@ def prepare_releases() -> None:
 
 
 def playbook_failed(result: PlaybookResult) -> RuntimeError:
-    """An error that names the failed tasks itself: a test log cut short may not show the task lines."""
+    """Return an error that names the failed tasks, because a test log cut short may not show the task lines."""
     if not result.failures:
         return RuntimeError(f"{result.playbook} failed ({result.status}); see the task lines above")
     first_failures = "; ".join(result.failures[:3])

@@ -182,10 +182,10 @@ def running_pid(host: Host) -> int | None:
     """Return the nspawn PID recorded for `host` if that process still runs systemd-nspawn."""
     try:
         pid = int(pid_file(host).read_text())
-        # The executable, not the command line. Once, /proc/PID/cmdline of a booting nspawn was
-        # read without "systemd-nspawn" in it; the host was taken for exited, and the second
-        # nspawn stopped with "Directory tree ... is currently busy". A process that has exited,
-        # a zombie included, has no executable link.
+        # Read the executable, not the command line. Once, /proc/PID/cmdline of a booting nspawn
+        # lacked "systemd-nspawn", so the host was taken for exited and a second nspawn stopped
+        # with "Directory tree ... is currently busy". An exited process, a zombie too, has no
+        # executable link.
         executable = os.readlink(f"/proc/{pid}/exe")
     except (FileNotFoundError, ValueError):
         return None
