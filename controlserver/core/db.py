@@ -127,7 +127,8 @@ class Database:
         if not self.is_sqlite or not database or database == ":memory:" or self._checkpointer:
             return
         self._sqlite_pragmas["wal_autocheckpoint"] = BACKSTOP_CHECKPOINT_PAGES
-        # Pooled connections keep the value they were opened with, so close them. The next ones apply the new value.
+        # Pooled connections keep the value they were opened with, so close them. The next ones
+        # apply the new value.
         self.engine.dispose()
         self._checkpointer = WalCheckpointer(database, interval_s)
         self._checkpointer.start()
@@ -160,7 +161,7 @@ class WalCheckpointer(threading.Thread):
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:
-                    # The next round tries again; commits past the backstop copy the log meanwhile.
+                    # The next round tries again. Until then, commits past the backstop copy the log.
                     log.warning("write-ahead log checkpoint failed",
                                 extra={"database": self.path, "error": str(exc)})
         finally:
